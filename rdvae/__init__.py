@@ -1,0 +1,60 @@
+"""rdvae: rate-distortion VAEs — data, models, objectives, held-out metrics and a fast trainer."""
+
+from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path
+from rdvae.evaluate import HeldOutMetrics, evaluate, iwae_log_likelihood
+from rdvae.metrics import (
+    active_units,
+    distortion,
+    elbo,
+    gaussian_kl,
+    is_collapsed,
+    kl_per_dim,
+    marginal_kl,
+    mutual_info,
+    rate,
+)
+from rdvae.models import VAE, ModelConfig, build_model
+from rdvae.objectives import ObjectiveConfig, training_loss
+from rdvae.train import (
+    FitResult,
+    RunConfig,
+    TrainConfig,
+    TrainingDivergedError,
+    fit,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+)
+
+__all__ = [
+    "DATASETS",
+    "VAE",
+    "DataConfig",
+    "DataSplits",
+    "FitResult",
+    "HeldOutMetrics",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "RunConfig",
+    "TrainConfig",
+    "TrainingDivergedError",
+    "active_units",
+    "build_model",
+    "distortion",
+    "elbo",
+    "evaluate",
+    "fit",
+    "gaussian_kl",
+    "is_collapsed",
+    "iwae_log_likelihood",
+    "kl_per_dim",
+    "load_checkpoint",
+    "load_data",
+    "marginal_kl",
+    "mutual_info",
+    "rate",
+    "resolve_device",
+    "resolve_user_path",
+    "save_checkpoint",
+    "training_loss",
+]

@@ -1,0 +1,195 @@
+"""The trainer: a plain loop over on-device tensors with shuffled index batches and an epoch callback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rdvae.data import DataConfig, DataSplits, binarize, load_data
+from rdvae.evaluate import HeldOutMetrics, evaluate
+from rdvae.metrics import gaussian_kl
+from rdvae.models import VAE, ModelConfig, build_model
+from rdvae.objectives import ObjectiveConfig, training_loss
+
+EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings of one training run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.")
+    compile: bool = Field(False, description="Wrap the model in torch.compile (worth it for long GPU runs).")
+    eval_every: int = Field(1, ge=1, description="Held-out metrics every this many epochs (and at the last).")
+    iwae_samples: int = Field(100, ge=0, le=10_000, description="k of the final held-out IWAE bound; 0: skip.")
+    grad_clip: float | None = Field(None, gt=0.0, description="Clip the gradient norm to this value.")
+
+
+class RunConfig(BaseModel):
+    """Everything that defines one training run: data, model, objective and optimisation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    """A trained model, its per-epoch history and its final held-out metrics (validation and test)."""
+
+    model: VAE
+    config: RunConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation: HeldOutMetrics | None = None
+    test: HeldOutMetrics | None = None
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; anything else as given (and checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def fit(
+    config: RunConfig,
+    callback: EpochCallback | None = None,
+    data: DataSplits | None = None,
+    resume_from: Path | None = None,
+    checkpoint_path: Path | None = None,
+) -> FitResult:
+    """Train a VAE as `config` says; `callback(epoch, metrics)` after each evaluated epoch may return True to stop.
+
+    With `checkpoint_path`, a checkpoint is written before each callback (so the callback can hand it on);
+    `resume_from` continues from such a checkpoint at the epoch after the one it recorded.
+    """
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    splits = (data or load_data(config.data)).to(device)
+    model = build_model(config.model, splits.input_dim, splits.image_shape).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+    start_epoch, step = 0, 0
+    if resume_from is not None:
+        state = _read_checkpoint(resume_from)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+    step_fn = torch.compile(model) if config.train.compile else model
+    generator = torch.Generator(device=device).manual_seed(config.train.seed + start_epoch)
+    result = FitResult(model=model, config=config)
+    n = splits.train.shape[0]
+    batch_size = min(config.train.batch_size, n)
+    started = time.perf_counter()
+    for epoch in range(start_epoch + 1, config.train.epochs + 1):
+        model.train()
+        order = torch.randperm(n, device=device, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
+        for begin in range(0, n - batch_size + 1, batch_size):
+            batch = splits.train.index_select(0, order[begin : begin + batch_size])
+            if splits.dynamic:
+                batch = binarize(batch, generator)
+            log_likelihood, mu, logvar = step_fn(batch)
+            loss = training_loss(config.objective, -log_likelihood, gaussian_kl(mu, logvar), step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            optimizer.step()
+            # Track the first non-finite step on the device: no host sync inside the loop.
+            bad = (first_bad_step < 0) & ~torch.isfinite(loss.detach())
+            first_bad_step = torch.where(bad, torch.full_like(first_bad_step, step), first_bad_step)
+            step += 1
+            loss_sum += loss.detach()
+        if int(first_bad_step) >= 0:
+            raise TrainingDivergedError(
+                f"non-finite training loss at epoch {epoch}, step {int(first_bad_step)}; objective "
+                f"{config.objective.kind}, learning rate {config.train.learning_rate}: lower the learning rate "
+                "or set train.grad_clip"
+            )
+        train_loss = float(loss_sum) / max(1, n // batch_size)
+        if epoch % config.train.eval_every and epoch != config.train.epochs:
+            continue
+        held_out = evaluate(model, splits.validation, seed=config.train.seed).as_dict()
+        record = {"epoch": float(epoch), "step": float(step), "train_loss": train_loss, **held_out}
+        record["train_seconds"] = time.perf_counter() - started
+        result.history.append(record)
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, config, optimizer, epoch=epoch, step=step)
+        if callback is not None and callback(epoch, record):
+            result.stopped_early = epoch < config.train.epochs
+            break
+    result.train_seconds = time.perf_counter() - started
+    result.validation = evaluate(
+        model, splits.validation, iwae_samples=config.train.iwae_samples, seed=config.train.seed
+    )
+    result.test = evaluate(model, splits.test, iwae_samples=config.train.iwae_samples, seed=config.train.seed)
+    result.model = model
+    return result
+
+
+def save_checkpoint(
+    path: Path,
+    model: VAE,
+    config: RunConfig,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    step: int = 0,
+) -> Path:
+    """Write model weights, optimiser state and the run config (as JSON text) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "config": config.model_dump_json(),
+        "input_dim": model.input_dim,
+        "image_shape": list(model.image_shape),
+        "epoch": epoch,
+        "step": step,
+    }
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)
+    return path
+
+
+def _read_checkpoint(path: Path) -> dict:
+    # weights_only=True: a checkpoint is data, never code to unpickle.
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    missing = {"model", "config", "input_dim", "image_shape"} - set(state)
+    if missing:
+        raise ValueError(f"checkpoint {path}: missing {sorted(missing)}")
+    return state
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[VAE, RunConfig]:
+    """Rebuild the model and its run config from a checkpoint written by `save_checkpoint`."""
+    state = _read_checkpoint(path)
+    config = RunConfig.model_validate(json.loads(state["config"]))
+    model = build_model(config.model, int(state["input_dim"]), tuple(state["image_shape"]))
+    model.load_state_dict(state["model"])
+    return model.to(device), config

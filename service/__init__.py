@@ -1,0 +1,1 @@
+"""service: the FastAPI front door — durable sweeps, runner, scheduler, auth."""

@@ -1,0 +1,207 @@
+"""SweepSpec: the one schema of a sweep — API request body, stored record and what every trial receives."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from rdvae import DataConfig, ModelConfig
+
+ObjectiveMetric = Literal["elbo", "iwae_ll", "active_units", "mutual_info", "rate"]
+ConstraintMetric = Literal["active_units", "mutual_info", "rate", "elbo", "distortion", "iwae_ll"]
+SamplerName = Literal["nsga2", "tpe", "gp", "random", "grid"]
+ObjectiveFamily = Literal["beta", "capacity"]
+NON_COLLAPSE_METRICS = ("active_units", "mutual_info", "rate")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogRange(_Strict):
+    """A positive range searched on a log scale."""
+
+    low: float = Field(gt=0.0)
+    high: float = Field(gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogRange:
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low ({self.low}) must be < high ({self.high})")
+        return self
+
+
+class LinearRange(_Strict):
+    """A non-negative range searched on a linear scale."""
+
+    low: float = Field(ge=0.0)
+    high: float = Field(ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LinearRange:
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low ({self.low}) must be < high ({self.high})")
+        return self
+
+
+class SearchSpace(_Strict):
+    """What Optuna searches. `beta` applies to the `beta` family, `C` (nats) and `gamma` to `capacity`."""
+
+    objective: list[ObjectiveFamily] = Field(
+        default_factory=lambda: ["beta"], min_length=1, description="One family, or both as a categorical."
+    )
+    beta: LogRange = Field(default_factory=lambda: LogRange(low=0.05, high=20.0))
+    C: LinearRange = Field(default_factory=lambda: LinearRange(low=0.0, high=30.0))
+    gamma: float = Field(100.0, gt=0.0, le=1e5, description="Weight of |R - C| (fixed, not searched).")
+    learning_rate: LogRange | None = Field(None, description="Searched when given, else `SweepSpec.learning_rate`.")
+    latent_dim: list[int] | None = Field(None, min_length=1, description="Categorical choice of latent sizes.")
+    decoder: list[Literal["mlp", "conv", "made"]] | None = Field(
+        None, min_length=1, description="Categorical choice of decoder family (e.g. factorised vs autoregressive)."
+    )
+
+    @field_validator("objective", "decoder")
+    @classmethod
+    def _no_repeats(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"repeated choices in {values}")
+        return values
+
+    @field_validator("latent_dim")
+    @classmethod
+    def _latent_sizes(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and any(v < 1 or v > 512 for v in values):
+            raise ValueError(f"latent_dim choices must lie in [1, 512], got {values}")
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"repeated choices in {values}")
+        return values
+
+
+class ObjectiveSpec(_Strict):
+    """One optimisation objective: a held-out metric and its direction."""
+
+    metric: ObjectiveMetric
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class Constraint(_Strict):
+    """A feasibility rule on a held-out metric, e.g. active_units >= 2."""
+
+    metric: ConstraintMetric
+    op: Literal[">=", "<="] = ">="
+    value: float
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("constraint value must be finite")
+        return value
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        """How far `metrics` are from satisfying the rule: <= 0 when satisfied (Optuna's convention)."""
+        observed = metrics[self.metric]
+        return self.value - observed if self.op == ">=" else observed - self.value
+
+    def describe(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class Resources(_Strict):
+    """Per-trial resources: CPUs and a GPU fraction (0.25 lets four trials share one GPU)."""
+
+    cpus: float = Field(1.0, gt=0.0, le=256.0)
+    gpus: float = Field(0.0, ge=0.0, le=1.0, description="GPU fraction per trial, in [0, 1].")
+
+
+class EarlyStopping(_Strict):
+    """ASHA on held-out ELBO plus a collapse-aware stopper."""
+
+    asha: bool = True
+    grace_period: int = Field(2, ge=1, description="Epochs before ASHA may stop a trial.")
+    reduction_factor: float = Field(3.0, gt=1.0)
+    stop_collapsed: bool = Field(True, description="End trials whose rate stays below the threshold after warm-up.")
+    collapse_warmup_epochs: int = Field(3, ge=1)
+    collapse_rate_threshold: float = Field(0.1, gt=0.0, description="Nats; below it a trial counts as collapsed.")
+
+
+class MlflowSpec(_Strict):
+    """Where and under which names the sweep is recorded."""
+
+    experiment_name: str = Field("rdvae", min_length=1, max_length=200)
+    registered_model_name: str | None = Field(
+        None, max_length=200, description="Register the recommended model under this name (alias `champion`)."
+    )
+    log_models: bool = True
+
+
+class SweepSpec(_Strict):
+    """A rate-distortion sweep: data, model, search space, objectives, constraints and execution limits."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits-beta",
+                    "dataset": "digits",
+                    "n_trials": 8,
+                    "max_concurrent_trials": 2,
+                    "epochs": 10,
+                    "search_space": {"objective": ["beta"], "beta": {"low": 0.1, "high": 10.0}},
+                    "objectives": [
+                        {"metric": "elbo", "direction": "maximize"},
+                        {"metric": "active_units", "direction": "maximize"},
+                    ],
+                    "constraints": [{"metric": "active_units", "op": ">=", "value": 2}],
+                    "sampler": "nsga2",
+                    "seed": 0,
+                }
+            ]
+        },
+    )
+
+    name: str | None = Field(None, max_length=200)
+    dataset: DataConfig = Field(
+        default_factory=DataConfig, description="A data set name (`digits`) or a full data config object."
+    )
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(latent_dim=16, hidden_dims=(200,)))
+    search_space: SearchSpace = Field(default_factory=SearchSpace)
+    n_trials: int = Field(8, ge=1, le=10_000)
+    max_concurrent_trials: int = Field(2, ge=1, le=1_024)
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    iwae_samples: int = Field(100, ge=0, le=10_000, description="k of each trial's final held-out IWAE bound.")
+    resources: Resources = Field(default_factory=Resources)
+    objectives: list[ObjectiveSpec] = Field(
+        default_factory=lambda: [ObjectiveSpec(metric="elbo"), ObjectiveSpec(metric="active_units")],
+        min_length=1,
+        max_length=2,
+    )
+    constraints: list[Constraint] = Field(
+        default_factory=lambda: [Constraint(metric="active_units", op=">=", value=1)], max_length=8
+    )
+    sampler: SamplerName = "nsga2"
+    grid_points: int = Field(5, ge=2, le=100, description="Grid sampler: points per searched dimension.")
+    seed: int = Field(0, ge=0)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    max_failures: int = Field(1, ge=0, le=10, description="Retries of a failed trial before it is recorded failed.")
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_by_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        metrics = [objective.metric for objective in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives: repeated metric in {metrics}")
+        if self.max_concurrent_trials > self.n_trials:
+            self.max_concurrent_trials = self.n_trials
+        if self.sampler == "grid" and self.search_space.learning_rate is not None and self.grid_points**3 > 10_000:
+            raise ValueError("grid: too many grid points; lower grid_points")
+        return self
