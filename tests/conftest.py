@@ -1,0 +1,149 @@
+"""Shared fixtures: real components on loopback — a Ray head started with `ray start`, an `mlflow server` process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+# Ray replaces 127.0.0.1 by the host's interface address unless clusters are "disabled" (its loopback-only
+# mode for laptops); tests must only touch loopback, so every Ray process here runs in that mode.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers 2xx, the process dies, or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).is_success:
+                return
+        except httpx.HTTPError as error:
+            last_error = error
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s ({last_error})")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        process.wait(timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend and a temporary artifact root; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = (root / "server.log").open("w")  # noqa: SIM115 - open for the server's whole life
+    process = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", timeout=120.0, process=process)
+        yield uri
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A real Ray head (`ray start --head --block`) on loopback in its own process group; yields host:port.
+
+    `ray stop` would kill every Ray process on the machine, so teardown kills only this head's group.
+    """
+    port = free_port()
+    temp_dir = Path("/tmp") / f"rdvae-ray-{os.getpid()}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "4",
+        "--num-gpus",
+        "0",
+        "--include-dashboard",
+        "false",
+        "--temp-dir",
+        str(temp_dir),
+        "--disable-usage-stats",
+    ]
+    address = f"127.0.0.1:{port}"
+    with Path(str(temp_dir) + ".log").open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for_ray(address, process)
+            yield address
+        finally:
+            stop_process(process)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_ray(address: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {process.returncode}")
+        status = subprocess.run(
+            [str(BIN / "ray"), "status", "--address", address], capture_output=True, text=True, timeout=60
+        )
+        if status.returncode == 0 and "CPU" in status.stdout:
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"Ray head at {address} not ready within {timeout} s")
