@@ -119,7 +119,7 @@ def resolve_user_path(path: str, root: Path | None = None) -> Path:
     resolved = full.resolve()
     if not resolved.is_relative_to(root):
         raise ValueError(f"data path {path!r} resolves to {resolved}, outside the data root {root}")
-    if full.suffix not in (".npy", ".npz"):
+    if full.suffix not in (".npy", ".npz") or resolved.suffix != full.suffix:
         raise ValueError(f"data path {path!r}: expected a .npy or .npz file")
     if not resolved.is_file():
         raise ValueError(f"data path {path!r}: no such file under the data root {root}")
@@ -137,8 +137,9 @@ def _load_file(config: DataConfig, root: Path | None = None) -> tuple[np.ndarray
                 array = archive[key]
         else:
             array = np.load(path, allow_pickle=False)
-    except (OSError, EOFError) as error:
-        raise ValueError(f"data file {path.name}: not a readable numpy file ({error})") from error
+    except (OSError, EOFError, ValueError) as error:
+        # numpy raises ValueError for truncated files and for pickled (object) data, refused here.
+        raise ValueError(f"data file {path.name}: not a readable numpy array file ({error})") from error
     return _validated(array, path.name)
 
 
@@ -175,6 +176,11 @@ def load_data(config: DataConfig, root: Path | None = None) -> DataSplits:
     n_test = max(1, round(n * config.test_fraction))
     n_validation = max(1, round(n * config.validation_fraction))
     n_train = n - n_test - n_validation
+    if n_train < 1:
+        raise ValueError(
+            f"{n} examples leave no training split with validation_fraction {config.validation_fraction} "
+            f"and test_fraction {config.test_fraction}"
+        )
     held_out = values[n_train:]
     if config.binarization == "dynamic":
         # Held-out data is binarised once, so every model is evaluated on the same bits.

@@ -21,6 +21,10 @@ BIN = Path(sys.executable).parent
 # mode for laptops); tests must only touch loopback, so every Ray process here runs in that mode.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# Ray 2.60 turns token auth on for `ray start` as soon as ~/.ray/auth_token exists (any local ray.init() writes
+# it), while `ray status` without RAY_AUTH_MODE assumes "disabled" and is refused; the loopback-only test
+# cluster needs no token, so every Ray process and client here agrees on "disabled".
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def free_port() -> int:

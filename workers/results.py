@@ -23,6 +23,8 @@ class TrialOutcome(BaseModel):
     attempts: int = 1
     train_seconds: float | None = None
     mlflow_run_id: str | None = None
+    model_uri: str | None = Field(None, description="MLflow model URI of the trial's final model, when logged.")
+    epochs: int = Field(0, description="Epochs the trial trained (fewer than the spec's when stopped early).")
 
 
 class Selection(BaseModel):
@@ -46,7 +48,10 @@ class SweepProgress(BaseModel):
     running: int = 0
     failed: int = 0
     collapsed: int = 0
+    stopped: int = 0
     best_elbo: float | None = None
+    finished: list[str] = Field(default_factory=list, description="Ids of trials that ended (any status).")
+    sweep_id: str | None = None
     mlflow_parent_run_id: str | None = None
     mlflow_experiment_id: str | None = None
 
@@ -55,6 +60,7 @@ class SweepResult(BaseModel):
     """Everything a finished sweep produced."""
 
     name: str
+    sweep_id: str | None = None
     trials: list[TrialOutcome]
     selection: Selection
     mlflow_parent_run_id: str | None = None
@@ -62,3 +68,4 @@ class SweepResult(BaseModel):
     plot_path: str | None = None
     cancelled: bool = False
     wall_seconds: float = 0.0
+    storage_path: str | None = Field(None, description="The sweep's directory (Tune experiment state, resumable).")

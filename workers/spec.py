@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rdvae import DataConfig, ModelConfig
 
@@ -204,4 +207,56 @@ class SweepSpec(_Strict):
             self.max_concurrent_trials = self.n_trials
         if self.sampler == "grid" and self.search_space.learning_rate is not None and self.grid_points**3 > 10_000:
             raise ValueError("grid: too many grid points; lower grid_points")
+        decoders = self.search_space.decoder or [self.model.decoder]
+        if "made" in decoders and self.model.likelihood != "bernoulli":
+            raise ValueError("search_space.decoder: 'made' models binary pixels; it needs model.likelihood 'bernoulli'")
+        for constraint in self.constraints:
+            if constraint.metric == "iwae_ll" and self.iwae_samples == 0:
+                raise ValueError("constraints: iwae_ll needs iwae_samples >= 1")
+        if "iwae_ll" in metrics and self.iwae_samples == 0:
+            raise ValueError("objectives: iwae_ll needs iwae_samples >= 1")
         return self
+
+    def asks_for_non_collapse(self) -> bool:
+        """True when an objective or a lower-bound constraint rewards a non-collapsed latent code."""
+        rewarded = any(o.metric in NON_COLLAPSE_METRICS and o.direction == "maximize" for o in self.objectives)
+        return rewarded or any(c.metric in NON_COLLAPSE_METRICS and c.op == ">=" for c in self.constraints)
+
+
+class SpecError(ValueError):
+    """A sweep specification that cannot be read or validated; the message names the field."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming its field as a dotted path (`search_space.beta.low: ...`)."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "spec"
+        lines.append(f"{field}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: Any) -> SweepSpec:
+    """Validate a mapping as a SweepSpec, raising SpecError with the offending fields named."""
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(f"invalid sweep spec: {describe_validation_error(error)}") from error
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read a SweepSpec from a .yaml/.yml or .json file."""
+    path = Path(path)
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise SpecError(f"spec file {path}: expected a .yaml, .yml or .json file")
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(f"spec file {path}: cannot be read ({error.strerror})") from error
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SpecError(f"spec file {path}: not valid {path.suffix[1:].upper()} ({error})") from error
+    return parse_spec(data)

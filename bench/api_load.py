@@ -1,0 +1,178 @@
+"""Benchmark: p50/p99 latency and throughput of GET /v1/sweeps/{id} and POST /v1/sweeps (validation + enqueue,
+runner off) with 50 concurrent clients, against a bare FastAPI endpoint served the same way in the same run.
+
+    .venv/bin/python bench/api_load.py [--requests 2000] [--clients 50]
+
+Each app runs in its own `uvicorn` process (one worker, 127.0.0.1); the load generator is an asyncio httpx client
+in this process. Target: service p99 <= 2x the bare endpoint's p99. Never gates CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from fastapi import Body, FastAPI
+
+TOKEN = "bench-token-0123456789"
+SPEC = {
+    "name": "bench",
+    "dataset": "digits",
+    "n_trials": 4,
+    "epochs": 2,
+    "model": {"latent_dim": 4, "hidden_dims": [32]},
+    "search_space": {"objective": ["beta"], "beta": {"low": 0.1, "high": 10.0}},
+}
+
+
+def service_app() -> FastAPI:
+    """The real service, runner off: POST measures validation + quota checks + the durable enqueue only."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    return create_app(Settings(), start_runner=False)
+
+
+def bare_app() -> FastAPI:
+    """The baseline: FastAPI with one GET and one POST that parses a JSON object, nothing else."""
+    app = FastAPI()
+
+    @app.get("/bare/{item_id}")
+    async def bare_get(item_id: str) -> dict[str, str]:
+        return {"id": item_id, "status": "queued"}
+
+    @app.post("/bare", status_code=202)
+    async def bare_post(body: dict = Body(...)) -> dict[str, str]:  # noqa: B008 - FastAPI's idiom
+        return {"id": "x", "status": "queued"}
+
+    return app
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"api_load:{factory}",
+            "--factory",
+            "--app-dir",
+            str(Path(__file__).parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/openapi.json", timeout=2).is_success:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise TimeoutError(f"{factory} did not start")
+
+
+async def _load(
+    url: str, method: str, path: str, body: dict | None, requests: int, clients: int, headers: dict[str, str]
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                answer = await client.request(method, path, json=body)
+                latencies.append(time.perf_counter() - start)
+                errors += answer.status_code >= 300 and answer.status_code != 202
+
+        await asyncio.gather(*(worker() for _ in range(min(clients, 10))))  # warm-up, not recorded
+        latencies.clear()
+        remaining = requests
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": 1e3 * statistics.median(ordered),
+        "p99_ms": 1e3 * ordered[int(0.99 * (len(ordered) - 1))],
+        "rps": len(ordered) / wall,
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=50)
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="rdvae-bench-"))
+    env = {
+        **os.environ,
+        "RDVAE_STATE_DIR": str(state),
+        "RDVAE_API_TOKENS": TOKEN,
+        "RDVAE_DATA_ROOT": str(state),
+        "RDVAE_MAX_ACTIVE_SWEEPS_PER_TOKEN": "1000000000",
+        "RDVAE_MAX_QUEUED_SWEEPS": "1000000000",
+    }
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    rows: dict[str, dict[str, float]] = {}
+    process, url = _serve("bare_app", env)
+    try:
+        rows["bare GET"] = asyncio.run(_load(url, "GET", "/bare/abc", None, args.requests, args.clients, {}))
+        rows["bare POST"] = asyncio.run(_load(url, "POST", "/bare", SPEC, args.requests, args.clients, {}))
+    finally:
+        process.terminate()
+        process.wait()
+    process, url = _serve("service_app", env)
+    try:
+        sweep_id = httpx.post(f"{url}/v1/sweeps", json=SPEC, headers=auth).json()["id"]
+        rows["GET /v1/sweeps/{id}"] = asyncio.run(
+            _load(url, "GET", f"/v1/sweeps/{sweep_id}", None, args.requests, args.clients, auth)
+        )
+        rows["POST /v1/sweeps"] = asyncio.run(_load(url, "POST", "/v1/sweeps", SPEC, args.requests, args.clients, auth))
+    finally:
+        process.terminate()
+        process.wait()
+    print(f"{args.clients} concurrent clients, {args.requests} requests each, one uvicorn worker per app")
+    print(f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}")
+    for name, row in rows.items():
+        print(f"{name:<22}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['rps']:>9.0f}{row['errors']:>8.0f}")
+    for name, bare in (("GET /v1/sweeps/{id}", "bare GET"), ("POST /v1/sweeps", "bare POST")):
+        ratio = rows[name]["p99_ms"] / rows[bare]["p99_ms"]
+        verdict = "meets" if ratio <= 2.0 else "misses"
+        print(f"p99 ratio {name} / {bare}: {ratio:.2f}x ({verdict} the 2x target)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The ASGI application: `create_app()` builds it from settings; `app` is what `uvicorn service.app:app` serves."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import errors
+from service.auth import check_bind
+from service.db import make_engine, make_session_factory, migrate
+from service.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
+from service.routes import ROUTERS
+from service.runner import Runner
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Durable rate-distortion VAE sweeps. POST a `SweepSpec`; it is queued (FIFO, a limit on running
+sweeps), run by `workers` on Ray with Optuna, tracked in MLflow, and survives a restart of this service.
+Mutating endpoints need `Authorization: Bearer <token>`; reads too when RDVAE_OPEN_READS=false."""
+
+
+def bind_host(settings: Settings) -> str:
+    """The host uvicorn was told to bind (`--host`, UVICORN_HOST), else RDVAE_HOST."""
+    argv = sys.argv
+    for index, arg in enumerate(argv):
+        if arg == "--host" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--host="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("UVICORN_HOST", settings.host)
+
+
+def create_app(settings: Settings | None = None, *, start_runner: bool = True) -> FastAPI:
+    """Build the app. Migrations, the bind check and the runner start in the lifespan, i.e. when served."""
+    settings = settings or Settings()
+    engine = make_engine(settings.resolved_database_url)
+    session_factory = make_session_factory(engine)
+    runner = Runner(settings, session_factory)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        check_bind(settings, bind_host(settings))
+        if not settings.api_tokens:
+            logger.warning("no RDVAE_API_TOKENS: mutating endpoints are open (loopback or RDVAE_INSECURE only)")
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        migrate(engine)
+        if start_runner:
+            runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+
+    app = FastAPI(title="rdvae", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.runner = runner
+    app.state.metrics = Metrics(session_factory)
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,67 @@
+"""One error shape for every failure (`schemas.ErrorBody`), and the handlers that make bad input a 4xx, never a 500."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.schemas import ErrorBody, FieldError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An HTTP error with the service's body: `detail`, optional field errors and the limit that was hit."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        limit: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body = ErrorBody(detail=detail, errors=errors, limit=limit)
+        self.headers = headers
+
+
+def _field(loc: tuple | list) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _reason(error: dict) -> str:
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body.model_dump(exclude_none=True), error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [FieldError(field=_field(e.get("loc", ())), reason=_reason(e)) for e in error.errors()]
+        summary = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+        body = ErrorBody(detail=f"invalid request: {summary}", errors=errors)
+        return JSONResponse(body.model_dump(exclude_none=True), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            ErrorBody(detail=str(error.detail)).model_dump(exclude_none=True),
+            error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(ErrorBody(detail=f"internal error: {type(error).__name__}").model_dump(), 500)

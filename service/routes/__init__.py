@@ -1,0 +1,10 @@
+"""HTTP routers. Add a router to `ROUTERS` and `service.app.create_app` mounts it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.routes.health import router as health_router
+from service.routes.sweeps import router as sweeps_router
+
+ROUTERS: list[APIRouter] = [health_router, sweeps_router]

@@ -1,0 +1,290 @@
+"""/v1/sweeps: submit, list, inspect, cancel; trials, Pareto front and the rate-distortion plot of a sweep."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from service import store
+from service.auth import Reader, Writer
+from service.deps import RunnerDep, SessionDep, SettingsDep
+from service.errors import ApiError
+from service.runner import SpecRejectedError, submit_sweep
+from service.schemas import (
+    ErrorBody,
+    FieldError,
+    ParetoView,
+    Progress,
+    SweepAccepted,
+    SweepDetail,
+    SweepPage,
+    SweepStatus,
+    SweepSummary,
+    Timing,
+    TrialsView,
+)
+from service.settings import Settings
+from workers.spec import SweepSpec
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+
+_E = {"model": ErrorBody}
+READ_ERRORS = {401: _E, 404: _E, 422: _E}
+SweepId = Annotated[str, PathParam(max_length=64, description="Sweep id returned by POST /v1/sweeps.")]
+
+TINY_EXAMPLE = {
+    "name": "digits-tiny",
+    "dataset": "digits",
+    "n_trials": 4,
+    "max_concurrent_trials": 2,
+    "epochs": 2,
+    "model": {"latent_dim": 4, "hidden_dims": [32]},
+    "search_space": {"objective": ["beta"], "beta": {"low": 0.1, "high": 10.0}},
+    "iwae_samples": 5,
+    "sampler": "random",
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SweepAccepted,
+    summary="Submit a sweep (queued, run in the background)",
+    responses={400: _E, 401: _E, 413: _E, 422: _E, 429: _E},
+)
+def submit(
+    request: Request,
+    response: Response,
+    spec: Annotated[
+        SweepSpec,
+        Body(
+            openapi_examples={
+                "tiny": {"summary": "A one-minute sweep on digits", "value": TINY_EXAMPLE},
+                "nsga2": {
+                    "summary": "ELBO vs active units with NSGA-II",
+                    "value": SweepSpec.model_config["json_schema_extra"]["examples"][0],
+                },
+            }
+        ),
+    ],
+    owner: Writer,
+    session: SessionDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+) -> SweepAccepted:
+    _check_quotas(session, settings, spec, owner)
+    try:
+        sweep_id = submit_sweep(session, spec, owner=owner, origin="api", data_root=settings.data_root)
+    except SpecRejectedError as error:
+        field_error = FieldError(field=error.field, reason=error.reason)
+        raise ApiError(422, f"invalid request: {error}", errors=[field_error]) from error
+    session.commit()
+    runner.wake()
+    url = str(request.url_for("get_sweep", sweep_id=sweep_id).path)
+    response.headers["Location"] = url
+    sweep = store.get_sweep(session, sweep_id)
+    return SweepAccepted(
+        id=sweep_id, status=sweep.status, status_url=url, queue_position=store.queue_position(session, sweep)
+    )
+
+
+def _check_quotas(session: Session, settings: Settings, spec: SweepSpec, owner: str) -> None:
+    if spec.n_trials > settings.max_trials_per_sweep:
+        raise ApiError(
+            422,
+            f"n_trials {spec.n_trials} exceeds the quota of {settings.max_trials_per_sweep}",
+            limit="max_trials_per_sweep",
+            errors=[FieldError(field="body.n_trials", reason=f"at most {settings.max_trials_per_sweep}")],
+        )
+    if spec.epochs > settings.max_epochs:
+        raise ApiError(
+            422,
+            f"epochs {spec.epochs} exceeds the quota of {settings.max_epochs}",
+            limit="max_epochs",
+            errors=[FieldError(field="body.epochs", reason=f"at most {settings.max_epochs}")],
+        )
+    active = store.count_active_for_owner(session, owner)
+    if active >= settings.max_active_sweeps_per_token:
+        raise ApiError(
+            429,
+            f"{active} sweeps queued or running for this token; the quota is {settings.max_active_sweeps_per_token}",
+            limit="max_active_sweeps_per_token",
+        )
+    queued = store.count_by_status(session).get("queued", 0)
+    if queued >= settings.max_queued_sweeps:
+        raise ApiError(429, f"the queue is full ({queued} sweeps)", limit="max_queued_sweeps")
+
+
+@router.get("", response_model=SweepPage, summary="List sweeps, newest first", responses={401: _E, 422: _E})
+def list_sweeps(
+    request: Request,
+    _reader: Reader,
+    session: SessionDep,
+    status: Annotated[SweepStatus | None, Query(description="Only sweeps in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SweepPage:
+    rows, total = store.list_sweeps(session, status, limit, offset)
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return SweepPage(
+        items=[_summary(request, row) for row in rows], total=total, limit=limit, offset=offset, next_offset=next_offset
+    )
+
+
+@router.get(
+    "/{sweep_id}",
+    response_model=SweepDetail,
+    summary="Status, progress, best-so-far, timing, error",
+    responses=READ_ERRORS,
+)
+def get_sweep(
+    request: Request,
+    sweep_id: SweepId,
+    _reader: Reader,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> SweepDetail:
+    sweep = _found(session, sweep_id)
+    return SweepDetail(
+        **_summary(request, sweep).model_dump(),
+        queue_position=store.queue_position(session, sweep),
+        cancel_requested=sweep.cancel_requested,
+        error=sweep.error,
+        mlflow_experiment_id=sweep.mlflow_experiment_id,
+        mlflow_parent_run_id=sweep.mlflow_parent_run_id,
+        mlflow_parent_run_url=_mlflow_url(settings, sweep),
+        driver_launches=sweep.launches,
+        spec=sweep.spec,
+    )
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    status_code=202,
+    response_model=SweepDetail,
+    summary="Cancel: a queued sweep at once, a running one by stopping its Ray trials",
+    responses={401: _E, 404: _E, 409: _E, 422: _E},
+)
+def cancel(
+    request: Request,
+    sweep_id: SweepId,
+    _owner: Writer,
+    session: SessionDep,
+    settings: SettingsDep,
+    runner: RunnerDep,
+) -> SweepDetail:
+    sweep = _found(session, sweep_id)
+    if sweep.status in store.FINISHED:
+        raise ApiError(409, f"sweep {sweep_id} already {sweep.status}; only queued or running sweeps can be cancelled")
+    runner.request_cancel(session, sweep)
+    session.commit()
+    return get_sweep(request, sweep_id, None, session, settings)
+
+
+@router.get(
+    "/{sweep_id}/trials", response_model=TrialsView, summary="Trial outcomes (once finished)", responses=READ_ERRORS
+)
+def trials(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> TrialsView:
+    sweep = _found(session, sweep_id)
+    result = sweep.result
+    return TrialsView(sweep_id=sweep.id, status=sweep.status, trials=result.trials if result else [])
+
+
+@router.get(
+    "/{sweep_id}/pareto",
+    response_model=ParetoView,
+    summary="Pareto front, recommendation, reason, and whether the max-ELBO trial collapsed",
+    responses={**READ_ERRORS, 409: _E},
+)
+def pareto(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> ParetoView:
+    sweep = _found(session, sweep_id)
+    selection = _finished_result(sweep).selection
+    return ParetoView(
+        sweep_id=sweep.id,
+        front=selection.front,
+        recommended=selection.recommended,
+        reason=selection.reason,
+        max_elbo=selection.max_elbo,
+        max_elbo_collapsed=selection.max_elbo_collapsed,
+        elbo_gap=selection.elbo_gap,
+        hypervolume=selection.hypervolume,
+        reference_point=selection.reference_point,
+    )
+
+
+@router.get(
+    "/{sweep_id}/plot.png",
+    summary="The rate-distortion plane of the sweep's trials",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **READ_ERRORS, 409: _E},
+)
+def plot(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> Response:
+    sweep = _found(session, sweep_id)
+    result = _finished_result(sweep)
+    if result.plot_path and Path(result.plot_path).is_file():
+        return FileResponse(result.plot_path, media_type="image/png")
+    from workers import render_rd_plane  # matplotlib is only loaded when a plot must be drawn
+
+    return Response(render_rd_plane(result.trials, result.selection), media_type="image/png")
+
+
+def _found(session: Session, sweep_id: str) -> store.Sweep:
+    sweep = store.get_sweep(session, sweep_id)
+    if sweep is None:
+        raise ApiError(404, f"no sweep with id {sweep_id!r}")
+    return sweep
+
+
+def _finished_result(sweep: store.Sweep):  # noqa: ANN202 - workers.SweepResult
+    result = sweep.result
+    if result is None:
+        raise ApiError(409, f"sweep {sweep.id} is {sweep.status}; its Pareto front and plot exist once it succeeds")
+    return result
+
+
+def _mlflow_url(settings: Settings, sweep: store.Sweep) -> str | None:
+    uri = settings.resolved_tracking_uri
+    if not (sweep.mlflow_parent_run_id and sweep.mlflow_experiment_id and uri.startswith(("http://", "https://"))):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{sweep.mlflow_experiment_id}/runs/{sweep.mlflow_parent_run_id}"
+
+
+def _summary(request: Request, sweep: store.Sweep) -> SweepSummary:
+    return SweepSummary(
+        id=sweep.id,
+        name=sweep.name,
+        status=sweep.status,
+        owner=sweep.owner,
+        origin=sweep.origin,
+        progress=Progress(
+            total=sweep.total,
+            done=sweep.completed + sweep.stopped + sweep.failed,
+            completed=sweep.completed,
+            stopped=sweep.stopped,
+            running=sweep.running,
+            failed=sweep.failed,
+            collapsed=sweep.collapsed,
+        ),
+        best_elbo=sweep.best_elbo,
+        timing=_timing(sweep),
+        status_url=f"/v1/sweeps/{sweep.id}",
+    )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; they were stored in UTC
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _timing(sweep: store.Sweep) -> Timing:
+    created, started, finished = _aware(sweep.created_at), _aware(sweep.started_at), _aware(sweep.finished_at)
+    now = datetime.now(UTC)
+    queued = ((started or finished or now) - created).total_seconds()
+    run = ((finished or now) - started).total_seconds() if started else None
+    return Timing(created_at=created, started_at=started, finished_at=finished, queued_seconds=queued, run_seconds=run)

@@ -1,0 +1,319 @@
+"""The runner: a FIFO queue of sweeps in the DB, at most `max_running_sweeps` driver processes, crash recovery.
+
+Each running sweep has one driver (`python -m workers run`) under a supervisor (`service._supervise`) started in a
+new session: drivers deliberately outlive the API process, so an API crash or redeploy does not kill Ray trials.
+On start-up `reconcile` looks at every sweep the DB says is running: if its supervisor still holds the sweep's
+lock, the runner re-attaches (keeps reading its progress/result files); if not, it reads the recorded exit code,
+or — when the driver died without one — launches it again with the same sweep id and storage root, and `workers`
+resumes from its Ray Tune / Optuna state. The lock guarantees exactly one driver per sweep.
+
+Embedded mode (no RDVAE_RAY_ADDRESS): each driver starts its own local Ray; with the default of one running sweep
+at a time that is one local Ray. Point RDVAE_RAY_ADDRESS at a head (`ray start --head`) to share a cluster.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rdvae import resolve_user_path
+from service import store
+from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
+from service.db import session_scope
+from service.settings import Settings
+from workers.results import SweepProgress, SweepResult
+from workers.spec import SweepSpec
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_FILE = "progress.jsonl"
+RESULT_FILE = "result.json"
+SPEC_FILE = "spec.json"
+EXIT_CANCELLED = 3
+EXIT_INVALID_SPEC = 2
+
+
+class SpecRejectedError(ValueError):
+    """A spec that parses but cannot run here (e.g. a dataset path outside the data root)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def check_spec(spec: SweepSpec, data_root: Path) -> None:
+    """The rdvae rules for user data: a `file` dataset must resolve to a .npy/.npz inside the data root."""
+    if spec.dataset.name == "file" and spec.dataset.path is not None:
+        try:
+            resolve_user_path(spec.dataset.path, data_root)
+        except ValueError as error:
+            raise SpecRejectedError("body.dataset.path", str(error)) from error
+
+
+def submit_sweep(
+    session: Session, spec: SweepSpec, *, owner: str, origin: str = "api", data_root: Path | None = None
+) -> str:
+    """Enqueue `spec` (FIFO) and return the sweep id; durable once `session` commits. Used by routes and scheduler."""
+    check_spec(spec, data_root if data_root is not None else Settings().data_root)
+    return store.create_sweep(session, spec, owner=owner, origin=origin).id
+
+
+def driver_alive(sweep_dir: Path) -> bool:
+    """Whether a supervisor (or its driver) holds the sweep's lock."""
+    lock_path = sweep_dir / LOCK_FILE
+    if not lock_path.exists():
+        return False
+    descriptor = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # closing releases a lock we may have taken
+    return False
+
+
+def read_last_progress(path: Path, tail_bytes: int = 65_536) -> SweepProgress | None:
+    """The newest complete progress line (the driver appends; a torn last line is skipped)."""
+    if not path.exists():
+        return None
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.seek(max(0, size - tail_bytes))
+        lines = handle.read().splitlines()
+    for line in reversed(lines):
+        try:
+            return SweepProgress.model_validate_json(line)
+        except ValidationError:
+            continue
+    if size > tail_bytes:  # one line longer than the tail (huge sweeps list many finished trials)
+        return read_last_progress(path, size)
+    return None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _log_tail(path: Path, limit: int = 2000) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - limit))
+        return handle.read().decode("utf-8", "replace").strip()
+
+
+class Runner:
+    """Polls the DB and the drivers every `poll_interval_s` in a background thread; all state lives in the DB."""
+
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._term_sent: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.settings.sweeps_dir.mkdir(parents=True, exist_ok=True)
+        self.tick()
+        self._thread = threading.Thread(target=self._loop, name="rdvae-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling; drivers keep running and are re-attached by the next runner."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.poll_interval_s)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # the loop must survive a transient DB error; it is logged, not swallowed silently
+                logger.exception("runner tick failed")
+
+    def sweep_dir(self, sweep_id: str) -> Path:
+        return self.settings.sweeps_dir / sweep_id
+
+    def tick(self) -> None:
+        """Reconcile running sweeps with their drivers, then start queued ones while slots are free."""
+        with self._lock, session_scope(self.session_factory) as session:
+            for sweep in store.running_sweeps(session):
+                self._check(sweep)
+                session.commit()
+            slots = self.settings.max_running_sweeps - len(store.running_sweeps(session))
+            for sweep in store.queued_in_order(session)[: max(0, slots)]:
+                self._launch(sweep)
+                session.commit()
+
+    def request_cancel(self, session: Session, sweep: store.Sweep) -> None:
+        """Queued: cancelled at once. Running: SIGTERM to the driver now; the runner records the outcome."""
+        sweep.cancel_requested = True
+        if sweep.status == "queued":
+            sweep.status = "cancelled"
+            sweep.finished_at = store.utcnow()
+            return
+        with self._lock:
+            self._term_sent.pop(sweep.id, None)
+            self._escalate_cancel(sweep.id)
+        self.wake()
+
+    def _signal(self, sweep_id: str, signum: int) -> None:
+        directory = self.sweep_dir(sweep_id)
+        pid = _read_int(directory / PID_FILE)
+        if pid is None or not driver_alive(directory):
+            return
+        try:
+            if signum == signal.SIGKILL:
+                os.killpg(pid, signum)
+            else:
+                os.kill(pid, signum)
+        except ProcessLookupError:
+            return
+
+    def _driver_command(self, sweep: store.Sweep, directory: Path) -> list[str]:
+        base = (
+            shlex.split(self.settings.driver_command)
+            if self.settings.driver_command
+            else [sys.executable, "-m", "workers"]
+        )
+        command = [
+            *base,
+            "run",
+            "--spec",
+            str(directory / SPEC_FILE),
+            "--sweep-id",
+            sweep.id,
+            "--storage-root",
+            str(self.settings.ray_storage_root),
+            "--tracking-uri",
+            self.settings.resolved_tracking_uri,
+            "--progress-file",
+            str(directory / PROGRESS_FILE),
+            "--result-file",
+            str(directory / RESULT_FILE),
+        ]
+        if self.settings.ray_address:
+            command += ["--ray-address", self.settings.ray_address]
+        return command
+
+    def _launch(self, sweep: store.Sweep) -> None:
+        directory = self.sweep_dir(sweep.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        if driver_alive(directory):  # launched just before a crash, before the DB knew: adopt it
+            sweep.status = "running"
+            sweep.started_at = sweep.started_at or store.utcnow()
+            return
+        if sweep.launches >= self.settings.max_launches:
+            self._finish(
+                sweep,
+                "failed",
+                error=f"driver died {sweep.launches} times without an exit code; "
+                f"last log:\n{_log_tail(directory / LOG_FILE)}",
+            )
+            return
+        (directory / SPEC_FILE).write_text(sweep.spec_json)
+        (directory / EXIT_FILE).unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            "RDVAE_DATA_ROOT": str(self.settings.data_root.resolve()),
+            "MLFLOW_TRACKING_URI": self.settings.resolved_tracking_uri,
+        }
+        if self.settings.ray_address:
+            env["RAY_ADDRESS"] = self.settings.ray_address
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service._supervise", str(directory), "--", *self._driver_command(sweep, directory)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        threading.Thread(target=process.wait, daemon=True).start()  # reap it if it ends while we live
+        sweep.status = "running"
+        sweep.driver_pid = process.pid
+        sweep.launches += 1
+        sweep.started_at = sweep.started_at or store.utcnow()
+        logger.info("sweep %s: driver launch %d (pid %d)", sweep.id, sweep.launches, process.pid)
+        self._await_lock(directory, process)
+
+    @staticmethod
+    def _await_lock(directory: Path, process: subprocess.Popen, timeout: float = 10.0) -> None:
+        """Wait until the new supervisor holds the lock, so the next tick cannot mistake it for dead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            if driver_alive(directory) and _read_int(directory / PID_FILE) == process.pid:
+                return
+            time.sleep(0.02)
+
+    def _check(self, sweep: store.Sweep) -> None:
+        directory = self.sweep_dir(sweep.id)
+        progress = read_last_progress(directory / PROGRESS_FILE)
+        if progress is not None:
+            store.apply_progress(sweep, progress)
+        if driver_alive(directory):
+            if sweep.cancel_requested:
+                self._escalate_cancel(sweep.id)
+            return
+        self._term_sent.pop(sweep.id, None)
+        code = _read_int(directory / EXIT_FILE)
+        result = self._read_result(directory)
+        if result is not None:
+            store.apply_result(sweep, result)
+        if code == 0 and result is not None:
+            self._finish(sweep, "cancelled" if result.cancelled or sweep.cancel_requested else "succeeded")
+        elif code == EXIT_CANCELLED or sweep.cancel_requested:
+            self._finish(sweep, "cancelled")
+        elif code == EXIT_INVALID_SPEC:
+            self._finish(sweep, "failed", error=f"the driver rejected the spec:\n{_log_tail(directory / LOG_FILE)}")
+        elif code is not None and code < 128:
+            self._finish(sweep, "failed", error=f"driver exited with {code}:\n{_log_tail(directory / LOG_FILE)}")
+        else:  # killed (signal, OOM, reboot) without a verdict: resume it
+            logger.warning("sweep %s: driver gone without a verdict (exit %s); resuming", sweep.id, code)
+            self._launch(sweep)
+
+    def _escalate_cancel(self, sweep_id: str) -> None:
+        """SIGTERM once (again after a restart, when this runner never sent it), SIGKILL after the grace period."""
+        first = self._term_sent.get(sweep_id)
+        if first is None:
+            self._signal(sweep_id, signal.SIGTERM)
+            self._term_sent[sweep_id] = time.monotonic()
+        elif time.monotonic() - first > self.settings.cancel_grace_s:
+            self._signal(sweep_id, signal.SIGKILL)
+
+    @staticmethod
+    def _read_result(directory: Path) -> SweepResult | None:
+        try:
+            return SweepResult.model_validate_json((directory / RESULT_FILE).read_bytes())
+        except (FileNotFoundError, ValidationError):
+            return None
+
+    def _finish(self, sweep: store.Sweep, status: str, error: str | None = None) -> None:
+        sweep.status = status
+        sweep.error = error
+        sweep.running = 0
+        sweep.finished_at = store.utcnow()
+        logger.info("sweep %s: %s", sweep.id, status)

@@ -1,0 +1,66 @@
+"""Service settings from the environment (prefix RDVAE_; MLflow's own MLFLOW_TRACKING_URI)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class Settings(BaseSettings):
+    """Everything configurable. The defaults are the embedded mode: SQLite, a local MLflow store, a local Ray."""
+
+    model_config = SettingsConfigDict(env_prefix="RDVAE_", extra="ignore", populate_by_name=True)
+
+    state_dir: Path = Field(Path("rdvae-state"), description="Service DB, sweep folders, Ray storage, local MLflow.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<state_dir>/service.db.")
+    data_root: Path = Field(Path("data"), description="User dataset paths must resolve inside it.")
+    ray_address: str | None = Field(None, description="host:port of a Ray cluster; unset: each driver's local Ray.")
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RDVAE_MLFLOW_TRACKING_URI"),
+        description="Default: sqlite:///<state_dir>/mlflow.db (a local store).",
+    )
+    api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated tokens.")
+    open_reads: bool = Field(True, description="GET endpoints without a token; false: reads need a token too.")
+    insecure: bool = Field(False, description="Allow a non-loopback bind with no token configured.")
+    host: str = Field("127.0.0.1", description="Bind host used by `python -m service`.")
+    port: int = Field(8000, ge=1, le=65535)
+    max_running_sweeps: int = Field(1, ge=1, le=256, description="Sweeps run at once; the rest wait in a FIFO queue.")
+    max_queued_sweeps: int = Field(1000, ge=1, description="Queue length beyond which submissions get 429.")
+    max_trials_per_sweep: int = Field(200, ge=1, description="Per-token quota on `n_trials` (422 beyond).")
+    max_epochs: int = Field(200, ge=1, description="Per-token quota on `epochs` (422 beyond).")
+    max_active_sweeps_per_token: int = Field(4, ge=1, description="Queued + running sweeps per token (429 beyond).")
+    max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")
+    poll_interval_s: float = Field(0.5, gt=0.0, le=60.0, description="How often the runner looks at its drivers.")
+    cancel_grace_s: float = Field(60.0, gt=0.0, description="SIGTERM to SIGKILL delay when cancelling a driver.")
+    max_launches: int = Field(3, ge=1, le=100, description="Driver launches per sweep (resumes after crashes).")
+    driver_command: str | None = Field(None, description="Override of `python -m workers` (tests, containers).")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'service.db').resolve()}"
+
+    @cached_property
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def sweeps_dir(self) -> Path:
+        return (self.state_dir / "sweeps").resolve()
+
+    @property
+    def ray_storage_root(self) -> Path:
+        return (self.state_dir / "ray").resolve()

@@ -1,0 +1,155 @@
+"""Persistence of sweeps: the `sweeps` table and the queries the routes and the runner make on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from service.db import Base
+from workers.results import SweepProgress, SweepResult
+from workers.spec import SweepSpec
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Sweep(Base):
+    """One accepted sweep. `seq` orders the FIFO queue; `driver_pid` is its supervisor (see runner)."""
+
+    __tablename__ = "sweeps"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    origin: Mapped[str] = mapped_column(String(100), default="api")
+    spec_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    stopped: Mapped[int] = mapped_column(Integer, default=0)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    collapsed: Mapped[int] = mapped_column(Integer, default=0)
+    best_elbo: Mapped[float | None] = mapped_column(Float)
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
+    mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64))
+    driver_pid: Mapped[int | None] = mapped_column(Integer)
+    launches: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    result_json: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def spec(self) -> SweepSpec:
+        return SweepSpec.model_validate_json(self.spec_json)
+
+    @property
+    def result(self) -> SweepResult | None:
+        return SweepResult.model_validate_json(self.result_json) if self.result_json else None
+
+
+def create_sweep(session: Session, spec: SweepSpec, owner: str, origin: str = "api") -> Sweep:
+    """Insert a queued sweep; the caller's transaction commits it (the sweep is durable from then on)."""
+    sweep = Sweep(
+        id=uuid.uuid4().hex,
+        name=spec.name,
+        status="queued",
+        owner=owner,
+        origin=origin,
+        spec_json=spec.model_dump_json(),
+        created_at=utcnow(),
+        total=spec.n_trials,
+        completed=0,
+        stopped=0,
+        running=0,
+        failed=0,
+        collapsed=0,
+        launches=0,
+        cancel_requested=False,
+    )
+    session.add(sweep)
+    session.flush()
+    return sweep
+
+
+def get_sweep(session: Session, sweep_id: str) -> Sweep | None:
+    return session.scalar(select(Sweep).where(Sweep.id == sweep_id))
+
+
+def list_sweeps(session: Session, status: str | None, limit: int, offset: int) -> tuple[Sequence[Sweep], int]:
+    query = select(Sweep)
+    count = select(func.count()).select_from(Sweep)
+    if status is not None:
+        query = query.where(Sweep.status == status)
+        count = count.where(Sweep.status == status)
+    rows = session.scalars(query.order_by(Sweep.seq.desc()).limit(limit).offset(offset)).all()
+    return rows, int(session.scalar(count) or 0)
+
+
+def count_active_for_owner(session: Session, owner: str) -> int:
+    query = select(func.count()).select_from(Sweep).where(Sweep.owner == owner, Sweep.status.in_(ACTIVE))
+    return int(session.scalar(query) or 0)
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Sweep.status, func.count()).group_by(Sweep.status)).all()
+    return {status: int(n) for status, n in rows}
+
+
+def trials_run(session: Session) -> int:
+    total = func.coalesce(func.sum(Sweep.completed + Sweep.stopped + Sweep.failed), 0)
+    return int(session.scalar(select(total)) or 0)
+
+
+def queue_position(session: Session, sweep: Sweep) -> int | None:
+    """1-based place of a queued sweep in the FIFO queue."""
+    if sweep.status != "queued":
+        return None
+    ahead = select(func.count()).select_from(Sweep).where(Sweep.status == "queued", Sweep.seq < sweep.seq)
+    return int(session.scalar(ahead) or 0) + 1
+
+
+def queued_in_order(session: Session) -> Sequence[Sweep]:
+    return session.scalars(select(Sweep).where(Sweep.status == "queued").order_by(Sweep.seq)).all()
+
+
+def running_sweeps(session: Session) -> Sequence[Sweep]:
+    return session.scalars(select(Sweep).where(Sweep.status == "running").order_by(Sweep.seq)).all()
+
+
+def apply_progress(sweep: Sweep, progress: SweepProgress) -> None:
+    sweep.total = progress.total
+    sweep.completed = progress.completed
+    sweep.stopped = progress.stopped
+    sweep.running = progress.running
+    sweep.failed = progress.failed
+    sweep.collapsed = progress.collapsed
+    sweep.best_elbo = progress.best_elbo
+    sweep.mlflow_parent_run_id = progress.mlflow_parent_run_id or sweep.mlflow_parent_run_id
+    sweep.mlflow_experiment_id = progress.mlflow_experiment_id or sweep.mlflow_experiment_id
+
+
+def apply_result(sweep: Sweep, result: SweepResult) -> None:
+    """Store the final result; progress counters are recomputed from its trials so they agree with it."""
+    sweep.result_json = result.model_dump_json()
+    sweep.completed = sum(t.status == "completed" for t in result.trials)
+    sweep.stopped = sum(t.status == "stopped" for t in result.trials)
+    sweep.failed = sum(t.status == "failed" for t in result.trials)
+    sweep.running = 0
+    sweep.collapsed = sum(bool(t.collapsed) for t in result.trials)
+    elbos = [t.metrics["elbo"] for t in result.trials if "elbo" in t.metrics]
+    sweep.best_elbo = max(elbos) if elbos else sweep.best_elbo
+    sweep.mlflow_parent_run_id = result.mlflow_parent_run_id or sweep.mlflow_parent_run_id
+    sweep.mlflow_experiment_id = result.mlflow_experiment_id or sweep.mlflow_experiment_id

@@ -1,0 +1,117 @@
+"""Tests of the `rdvae` command line, run as real subprocesses (and `main(argv)` in-process for usage errors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rdvae.cli import main
+
+TINY = ["--dataset", "digits", "--epochs", "2", "--hidden", "32", "--latent-dim", "4", "--batch-size", "64"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rdvae", *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False
+    )
+
+
+def test_train_prints_progress_and_the_held_out_table() -> None:
+    done = run_cli("train", *TINY, "--iwae-samples", "5", "--beta", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1/2 [" in done.stderr and "epoch 2/2 [====================] elbo -" in done.stderr
+    header, rule, *rows = done.stdout.strip().splitlines()
+    assert header.split() == ["metric", "validation", "test"]
+    assert set(rule) == {"-"}
+    names = [row.rsplit(maxsplit=2)[0] for row in rows]
+    for expected in ("rate R (nats)", "distortion D (nats)", "ELBO (nats)", "active units", "collapsed"):
+        assert expected in names
+    assert any(row.startswith("IWAE NLL (nats)") and "(k=5)" in row for row in rows)
+    assert any(row.startswith("marginal KL") for row in rows) and any("mutual info" in row for row in rows)
+
+
+def test_train_json_checkpoint_and_resume(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.pt"
+    first = run_cli("train", *TINY, "--C", "3", "--gamma", "50", "--iwae-samples", "0", "--json",
+                    "--checkpoint", str(checkpoint), "--quiet")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""  # --quiet: no progress bar
+    report = json.loads(first.stdout)
+    assert report["config"]["objective"]["kind"] == "capacity"  # implied by --C
+    assert report["config"]["objective"]["capacity"] == 3.0
+    assert report["epochs_run"] == 2
+    assert report["checkpoint"] == str(checkpoint) and checkpoint.is_file()
+    for split in ("validation", "test"):
+        metrics = report[split]
+        assert metrics["elbo"] == pytest.approx(-(metrics["rate"] + metrics["distortion"]))
+        assert len(metrics["kl_per_dim"]) == 4
+        assert "nll" not in metrics  # --iwae-samples 0
+    resumed = run_cli("train", *TINY[:2], "--epochs", "3", *TINY[4:], "--C", "3", "--gamma", "50",
+                      "--iwae-samples", "0", "--json", "--resume", str(checkpoint))  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
+    assert json.loads(resumed.stdout)["epochs_run"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--beta", "-1"], "argument --beta: must be > 0, got -1"),
+        (["--dataset", "nope"], "argument --dataset: invalid choice: 'nope'"),
+        (["--epochs", "0"], "argument --epochs: must be >= 1"),
+        (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+        (["--decoder", "pixelcnn"], "argument --decoder: invalid choice"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(args: list[str], named: str) -> None:
+    done = run_cli("train", *args)
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert "usage: rdvae" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_config_validation_errors_are_one_clean_line_per_field(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["train", "--objective", "elbo", "--beta", "2", "--decoder", "made", "--likelihood", "gaussian",
+                   "--latent-dim", "600", "--batch-size", "100000"])  # fmt: skip
+    assert status == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rdvae train: error:")]
+    assert len(errors) == 4
+    assert any("argument --latent-dim (model.latent_dim)" in line for line in errors)
+    assert any("argument --batch-size (train.batch_size)" in line for line in errors)
+    assert any("objective: objective 'elbo' has beta = 1" in line for line in errors)
+    assert any("decoder 'made'" in line and "bernoulli" in line for line in errors)
+
+
+def test_bad_data_paths_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RDVAE_DATA_ROOT", str(tmp_path))
+    done = run_cli("train", "--data-path", "../secrets.npy", "--epochs", "1")
+    assert done.returncode == 2
+    assert "data path '../secrets.npy': '..' is not allowed" in done.stderr
+    assert "Traceback" not in done.stderr
+    status = main(["train", "--data-path", "absent.npy", "--epochs", "1"])
+    assert status == 2
+
+
+def test_main_is_callable_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--help"]) == 0
+    assert "--iwae-samples" in capsys.readouterr().out
+    assert main([]) == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "rdvae"
+    if not script.exists():
+        pytest.skip("the rdvae console script is not installed in this environment")
+    done = subprocess.run(
+        [str(script), "train", "--beta", "0"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "argument --beta: must be > 0, got 0" in done.stderr

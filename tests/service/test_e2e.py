@@ -1,0 +1,134 @@
+"""End to end over real HTTP: uvicorn + the real `workers` driver + a real MLflow server + a local Ray head.
+
+One API process is shared by the tests of this module (in order: a sweep to success, a cancel, a SIGKILL restart).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+from service_helpers import TOKEN, ApiProcess, reap_drivers, wait_until
+
+from service import store
+from service.db import make_engine, make_session_factory, session_scope
+
+pytestmark = pytest.mark.slow
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def tiny(name: str, **overrides: object) -> dict:
+    spec = {
+        "name": name,
+        "dataset": "digits",
+        "n_trials": 2,
+        "max_concurrent_trials": 2,
+        "epochs": 1,
+        "batch_size": 256,
+        "model": {"latent_dim": 4, "hidden_dims": [32]},
+        "search_space": {"objective": ["beta"], "beta": {"low": 0.1, "high": 10.0}},
+        "iwae_samples": 4,
+        "sampler": "random",
+        "early_stopping": {"asha": False, "stop_collapsed": False},
+        "mlflow": {"experiment_name": f"e2e-{name}", "log_models": False},
+    }
+    return {**spec, **overrides}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, ray_cluster: str) -> Iterator[ApiProcess]:
+    root = tmp_path_factory.mktemp("api")
+    env = {
+        **os.environ,
+        "RDVAE_STATE_DIR": str(root / "state"),
+        "RDVAE_DATA_ROOT": str(root),
+        "RDVAE_API_TOKENS": TOKEN,
+        "RDVAE_POLL_INTERVAL_S": "0.3",
+        "RDVAE_RAY_ADDRESS": ray_cluster,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RDVAE_MAX_RUNNING_SWEEPS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    process = ApiProcess(env, root / "api.log").start()
+    yield process
+    process.stop()
+    reap_drivers(root / "state")
+
+
+def _poll(client: httpx.Client, sweep_id: str, until: tuple[str, ...], timeout: float = 150.0) -> dict:
+    def seen() -> dict | None:
+        body = client.get(f"/v1/sweeps/{sweep_id}").json()
+        return body if body["status"] in until else None
+
+    return wait_until(seen, timeout=timeout, interval=0.5)
+
+
+def test_a_tiny_sweep_runs_to_success(api: ApiProcess, mlflow_server: str) -> None:
+    with api.client() as client:
+        assert client.get("/readyz").json()["status"] == "ok"
+        accepted = client.post("/v1/sweeps", json=tiny("ok"))
+        assert accepted.status_code == 202, accepted.text
+        sweep_id = accepted.json()["id"]
+        done = _poll(client, sweep_id, FINISHED)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["progress"]["total"] == 2 and done["progress"]["done"] == 2
+        assert done["best_elbo"] is not None and done["timing"]["run_seconds"] > 0
+        assert done["mlflow_parent_run_url"].startswith(f"{mlflow_server}/#/experiments/")
+        trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["trials"]
+        assert len(trials) == 2 and all("elbo" in t["metrics"] for t in trials if t["status"] != "failed")
+        pareto = client.get(f"/v1/sweeps/{sweep_id}/pareto").json()
+        assert pareto["reason"] and pareto["max_elbo"] is not None
+        assert isinstance(pareto["max_elbo_collapsed"], bool)
+        plot = client.get(f"/v1/sweeps/{sweep_id}/plot.png")
+        assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG\r\n\x1a\n")
+        assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409
+        metrics = client.get("/metrics").text
+        assert 'rdvae_sweeps{status="succeeded"} 1.0' in metrics
+
+
+def test_cancel_stops_a_running_sweep(api: ApiProcess) -> None:
+    with api.client() as client:
+        spec = tiny("cancel", n_trials=4, epochs=200, max_concurrent_trials=1)
+        sweep_id = client.post("/v1/sweeps", json=spec).json()["id"]
+        _poll(client, sweep_id, ("running", *FINISHED))
+        wait_until(lambda: client.get(f"/v1/sweeps/{sweep_id}").json()["progress"]["running"] >= 1, timeout=120)
+        answer = client.post(f"/v1/sweeps/{sweep_id}/cancel")
+        assert answer.status_code == 202 and answer.json()["cancel_requested"]
+        done = _poll(client, sweep_id, FINISHED, timeout=90)
+        assert done["status"] == "cancelled", done["error"]
+        assert done["progress"]["completed"] < 4 and done["progress"]["running"] == 0
+        assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409
+
+
+def test_sigkill_of_the_api_loses_nothing_and_runs_nothing_twice(api: ApiProcess, mlflow_server: str) -> None:
+    with api.client() as client:
+        spec = tiny("restart", n_trials=3, max_concurrent_trials=1, epochs=2)
+        sweep_id = client.post("/v1/sweeps", json=spec).json()["id"]
+        _poll(client, sweep_id, ("running", *FINISHED))
+    api.kill()
+    api.start()
+    with api.client() as client:
+        done = _poll(client, sweep_id, FINISHED)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["driver_launches"] == 1  # re-attached to the surviving driver, not a second one
+        trials = client.get(f"/v1/sweeps/{sweep_id}/trials").json()["trials"]
+        assert len(trials) == 3 and len({t["trial_id"] for t in trials}) == 3
+        assert client.get("/v1/sweeps", params={"limit": 200}).json()["total"] == 3
+    engine = make_engine(f"sqlite:///{Path(api.env['RDVAE_STATE_DIR']) / 'service.db'}")
+    with session_scope(make_session_factory(engine)) as session:
+        assert store.get_sweep(session, sweep_id).launches == 1
+    client = mlflow.MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("e2e-restart")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [
+        r for r in runs if r.data.tags.get("rdvae.sweep_id") == sweep_id and "mlflow.parentRunId" not in r.data.tags
+    ]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1
+    assert len(children) == 3 and len({r.data.tags["rdvae.trial_id"] for r in children}) == 3

@@ -1,0 +1,60 @@
+"""SweepSpec validation: bad values are refused where they enter, with the field named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workers import SpecError, SweepSpec, load_spec
+from workers.spec import parse_spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"search_space": {"beta": {"low": 0.0, "high": 1.0}}}, "search_space.beta.low"),
+        ({"search_space": {"beta": {"low": -1.0, "high": 1.0}}}, "search_space.beta.low"),
+        ({"search_space": {"C": {"low": -1.0, "high": 5.0}}}, "search_space.C.low"),
+        ({"search_space": {"beta": {"low": 2.0, "high": 2.0}}}, "search_space.beta"),
+        ({"dataset": "imagenet"}, "dataset.name"),
+        ({"sampler": "bayes"}, "sampler"),
+        ({"objectives": [{"metric": "accuracy"}]}, "objectives.0.metric"),
+        ({"constraints": [{"metric": "active_units", "op": ">", "value": 2}]}, "constraints.0.op"),
+        ({"resources": {"cpus": 1, "gpus": 1.5}}, "resources.gpus"),
+        ({"n_trials": 0}, "n_trials"),
+        ({"search_space": {"decoder": ["made"]}, "model": {"likelihood": "gaussian"}}, "search_space.decoder"),
+    ],
+)
+def test_invalid_specs_name_the_field(patch: dict, field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"dataset": "digits", **patch})
+    assert field in str(caught.value)
+
+
+def test_concurrency_is_capped_by_the_number_of_trials() -> None:
+    assert SweepSpec(n_trials=3, max_concurrent_trials=8).max_concurrent_trials == 3
+
+
+def test_non_collapse_is_asked_by_objective_or_constraint() -> None:
+    assert SweepSpec().asks_for_non_collapse()
+    assert not parse_spec({"objectives": [{"metric": "elbo"}], "constraints": []}).asks_for_non_collapse()
+
+
+@pytest.mark.parametrize("name", ["digits_beta.yaml", "mnist5k_rd.yaml", "capacity.yaml"])
+def test_examples_load(name: str) -> None:
+    spec = load_spec(EXAMPLES / name)
+    assert spec.n_trials >= 1 and spec.objectives[0].metric == "elbo"
+
+
+def test_load_spec_reads_json_and_refuses_other_files(tmp_path: Path) -> None:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"dataset": "digits", "sampler": "tpe"}))
+    assert load_spec(path).sampler == "tpe"
+    other = tmp_path / "spec.toml"
+    other.write_text("")
+    with pytest.raises(SpecError, match="expected a .yaml"):
+        load_spec(other)

@@ -1,0 +1,145 @@
+"""Optuna side of a sweep: the sampler, the define-by-run search space and a constraint-aware OptunaSearch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from workers.spec import SweepSpec
+
+CONSTRAINTS_ATTR = "constraints"
+MODES = {"maximize": "max", "minimize": "min"}
+
+
+def objective_metrics(spec: SweepSpec) -> tuple[list[str], list[str]]:
+    """Tune's multi-objective metric and mode lists, e.g. (['elbo', 'active_units'], ['max', 'max'])."""
+    return [o.metric for o in spec.objectives], [MODES[o.direction] for o in spec.objectives]
+
+
+def constraint_violations(spec: SweepSpec, metrics: dict[str, float]) -> list[float]:
+    """Optuna's convention: one value per constraint, <= 0 when it holds; a collapsed model violates by 1."""
+    values = [constraint.violation(metrics) for constraint in spec.constraints]
+    if spec.asks_for_non_collapse():
+        values.append(1.0 if metrics.get("collapsed", 0.0) >= 0.5 else -1.0)
+    return values
+
+
+class _ConstraintsFromUserAttrs:
+    """Optuna `constraints_func` reading what ConstrainedOptunaSearch stored; picklable, unlike a closure."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __call__(self, trial: optuna.trial.FrozenTrial) -> list[float]:
+        # Trials that never reported final metrics (failed, cancelled) count as infeasible.
+        return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [1.0] * self.count))
+
+
+def constraint_count(spec: SweepSpec) -> int:
+    """How many values `constraint_violations` returns for this spec."""
+    return len(spec.constraints) + (1 if spec.asks_for_non_collapse() else 0)
+
+
+def _grid(spec: SweepSpec) -> dict[str, list[Any]]:
+    space, points = spec.search_space, spec.grid_points
+    grid: dict[str, list[Any]] = {}
+    if len(space.objective) > 1:
+        grid["objective"] = list(space.objective)
+    if "beta" in space.objective:
+        grid["beta"] = [float(v) for v in np.geomspace(space.beta.low, space.beta.high, points)]
+    if "capacity" in space.objective:
+        grid["C"] = [float(v) for v in np.linspace(space.C.low, space.C.high, points)]
+    if space.learning_rate is not None:
+        grid["learning_rate"] = [
+            float(v) for v in np.geomspace(space.learning_rate.low, space.learning_rate.high, points)
+        ]
+    if space.latent_dim is not None:
+        grid["latent_dim"] = list(space.latent_dim)
+    if space.decoder is not None:
+        grid["decoder"] = list(space.decoder)
+    return grid
+
+
+def grid_size(spec: SweepSpec) -> int:
+    """Number of distinct points of the grid sampler's grid."""
+    return math.prod(len(values) for values in _grid(spec).values())
+
+
+def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded; constraint-aware where Optuna supports it (nsga2, tpe, gp).
+
+    Start-up phases are shortened to a quarter of the budget so that short sweeps still leave the random phase.
+    """
+    count = constraint_count(spec)
+    constraints = _ConstraintsFromUserAttrs(count) if count else None
+    startup = max(2, min(10, spec.n_trials // 4))
+    if spec.sampler == "nsga2":
+        population = max(4, min(50, math.ceil(spec.n_trials / 4)))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=spec.seed, constraints_func=constraints)
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(
+            n_startup_trials=startup, seed=spec.seed, constraints_func=constraints, multivariate=True
+        )
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(n_startup_trials=startup, seed=spec.seed, constraints_func=constraints)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler(_grid(spec), seed=spec.seed)
+    return optuna.samplers.RandomSampler(seed=spec.seed)
+
+
+class SearchSpaceFn:
+    """Define-by-run space for OptunaSearch; a picklable object because Tune saves the searcher with the sweep."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.space = spec.search_space
+        self.grid = _grid(spec) if spec.sampler == "grid" else None
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        space = self.space
+        family = (
+            space.objective[0] if len(space.objective) == 1 else trial.suggest_categorical("objective", space.objective)
+        )
+        fixed: dict[str, Any] = {"objective": family}
+        if self.grid is not None:
+            # The grid sampler needs every grid dimension suggested, conditional or not.
+            for name in ("beta", "C"):
+                if name in self.grid:
+                    trial.suggest_float(name, min(self.grid[name]), max(self.grid[name]))
+        elif family == "beta":
+            trial.suggest_float("beta", space.beta.low, space.beta.high, log=True)
+        else:
+            trial.suggest_float("C", space.C.low, space.C.high)
+        if space.learning_rate is not None:
+            trial.suggest_float("learning_rate", space.learning_rate.low, space.learning_rate.high, log=True)
+        if space.latent_dim is not None:
+            trial.suggest_categorical("latent_dim", space.latent_dim)
+        if space.decoder is not None:
+            trial.suggest_categorical("decoder", space.decoder)
+        return fixed
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """OptunaSearch that hands each finished trial's constraint values to the sampler (via a user attribute).
+
+    The trainable reports `constraint_0..n` with its final metrics; they are copied onto the Optuna trial just
+    before `study.tell`, where samplers with a `constraints_func` read them.
+    """
+
+    def __init__(self, spec: SweepSpec) -> None:
+        metric, mode = objective_metrics(spec)
+        super().__init__(
+            space=SearchSpaceFn(spec), metric=metric, mode=mode, sampler=build_sampler(spec), study_name="rdvae"
+        )
+        self.n_constraints = constraint_count(spec)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and result and trial_id not in self._completed_trials:
+            values = [result.get(f"constraint_{index}") for index in range(self.n_constraints)]
+            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+                ot_trial.set_user_attr(CONSTRAINTS_ATTR, [float(v) for v in values])
+        super().on_trial_complete(trial_id, result=result, error=error)

@@ -1,0 +1,248 @@
+"""run_sweep: one SweepSpec into Ray Tune trials, searched by Optuna, selected, and recorded in MLflow; resumable."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.stopper import CombinedStopper, Stopper
+
+from rdvae import load_data
+from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
+from workers.plot import render_rd_plane
+from workers.results import SweepProgress, SweepResult, TrialOutcome
+from workers.search import ConstrainedOptunaSearch
+from workers.selection import annotate, select
+from workers.spec import SpecError, SweepSpec
+from workers.stoppers import CancelStopper, CollapseStopper
+from workers.tracking import SweepTracker, numeric_metrics
+from workers.trainable import FINAL_FLAG, train_trial
+
+STORAGE_ROOT_ENV = "RDVAE_STORAGE_ROOT"
+DEFAULT_STORAGE_ROOT = ".rdvae/sweeps"
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+# Ray's "clusters disabled" mode (meant for laptops) binds every Ray process to 127.0.0.1 instead of the host's
+# interface address; a sweep that starts its own Ray has no other node to talk to, so it stays on loopback.
+_LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SPEC_FILE = "spec.json"
+_RESULT_FILE = "result.json"
+_AUDIT_DIR = "starts"
+
+
+def resolve_storage_root(storage_root: str | Path | None) -> Path:
+    """The argument, else $RDVAE_STORAGE_ROOT, else .rdvae/sweeps (absolute: Tune needs an absolute path)."""
+    return Path(storage_root or os.environ.get(STORAGE_ROOT_ENV) or DEFAULT_STORAGE_ROOT).resolve()
+
+
+def new_sweep_id(spec: SweepSpec) -> str:
+    """A fresh id: the spec's name (slugged), a UTC timestamp and a random suffix."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name or "sweep").strip("-.")[:60] or "sweep"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def connect_ray(address: str | None = None) -> bool:
+    """Connect to the cluster at `address` (else $RAY_ADDRESS), else start a local, loopback-only Ray.
+
+    Returns True when this call started or connected Ray (the caller then shuts it down), False when Ray was
+    already initialised in this process.
+    """
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get(RAY_ADDRESS_ENV)
+    if address:
+        ray.init(address=address)
+    else:
+        os.environ[_LOOPBACK_ONLY_ENV] = "0"
+        # "local": never attach to some other Ray found on this machine.
+        ray.init(address="local", include_dashboard=False)
+    return True
+
+
+def _pin_spec(spec: SweepSpec, sweep_dir: Path) -> None:
+    path = sweep_dir / _SPEC_FILE
+    if path.is_file():
+        stored = SweepSpec.model_validate_json(path.read_text())
+        if stored != spec:
+            raise SpecError(f"sweep {sweep_dir.name!r} already exists with a different spec; use another sweep id")
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec.model_dump_json(indent=2))
+
+
+def _scheduler(spec: SweepSpec) -> TrialScheduler:
+    stopping = spec.early_stopping
+    if not stopping.asha:
+        return FIFOScheduler()
+    # Ray schedulers rank trials on one metric: held-out ELBO. max_t is one past the last epoch because the
+    # trainable's final report (IWAE, test metrics) carries epoch = spec.epochs again and must not be cut.
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric="elbo",
+        mode="max",
+        max_t=spec.epochs + 1,
+        grace_period=min(stopping.grace_period, spec.epochs),
+        reduction_factor=stopping.reduction_factor,
+    )
+
+
+def _stopper(spec: SweepSpec, sweep_id: str) -> Stopper:
+    stoppers: list[Stopper] = [CancelStopper(sweep_id)]
+    stopping = spec.early_stopping
+    if stopping.stop_collapsed and spec.asks_for_non_collapse():
+        stoppers.append(CollapseStopper(stopping.collapse_warmup_epochs, stopping.collapse_rate_threshold))
+    return CombinedStopper(*stoppers)
+
+
+def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial, spec_json=spec.model_dump_json(), data=load_data(spec.dataset), audit_dir=str(audit_dir)
+        ),
+        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+    )
+    path = root / sweep_id
+    if tune.Tuner.can_restore(path):
+        # Finished and failed trials stay as they are; trials cut off with the driver continue from their last
+        # checkpoint; the Optuna study, ASHA's rungs and the trial counter come back with the experiment state.
+        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConstrainedOptunaSearch(spec),
+            scheduler=_scheduler(spec),
+            num_samples=spec.n_trials,
+            max_concurrent_trials=spec.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep_id,
+            storage_path=str(root),
+            stop=_stopper(spec, sweep_id),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[SweepCallback(sweep_id)],
+            verbose=0,
+        ),
+    )
+
+
+def _trial_number(trial_id: str, path: str) -> int:
+    # Tune names trial directories "<trainable>_<trial id>_<1-based index>_<params>_<time>".
+    found = re.search(rf"{re.escape(trial_id)}_(\d+)", Path(path).name)
+    return int(found.group(1)) - 1 if found else 0
+
+
+def _outcomes(spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep) -> list[TrialOutcome]:
+    outcomes = []
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        trial_id = str(metrics["trial_id"])
+        params = {k: v for k, v in (result.config or {}).items() if isinstance(v, int | float | str)}
+        finished = "completed" if metrics.get(FINAL_FLAG) == 1 else "stopped"
+        status = "failed" if result.error is not None else finished
+        values = numeric_metrics(metrics) if "elbo" in metrics else {}
+        run_id = live.tracker.child_run(trial_id, params)
+        model_uri = None
+        if status != "failed" and values and result.checkpoint is not None and spec.mlflow.log_models:
+            # Idempotent: logged by the callback already unless the driver stopped in between.
+            model_uri = live.tracker.log_model(trial_id, params, Path(result.checkpoint.path) / "model.pt")
+        outcome = TrialOutcome(
+            trial_id=trial_id,
+            number=_trial_number(trial_id, result.path),
+            status=status,
+            params=params,
+            metrics=values,
+            error=error_summary(str(result.error)) if result.error is not None else None,
+            attempts=max(1, attempts(live.audit_dir, trial_id)),
+            train_seconds=values.get("train_seconds"),
+            mlflow_run_id=run_id,
+            model_uri=model_uri,
+            epochs=int(values.get("epoch", 0)),
+        )
+        outcomes.append(annotate(spec, outcome))
+    return sorted(outcomes, key=lambda t: t.number)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    sweep_id: str | None = None,
+    storage_root: str | Path | None = None,
+    ray_address: str | None = None,
+    tracking_uri: str | None = None,
+    on_progress: Callable[[SweepProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SweepResult:
+    """Run (or resume, when `storage_root/sweep_id` holds its state) a sweep and return trials and selection.
+
+    Ray: `ray_address`, else $RAY_ADDRESS, else a local loopback-only Ray. MLflow: `tracking_uri`, else
+    $MLFLOW_TRACKING_URI, else sqlite:///.rdvae/mlflow.db. `should_stop()` is polled to cancel the sweep;
+    `on_progress` receives a SweepProgress after every trial event.
+    """
+    started = time.perf_counter()
+    sweep_id = sweep_id or new_sweep_id(spec)
+    if not _SWEEP_ID.match(sweep_id):
+        raise SpecError(f"sweep_id {sweep_id!r}: use 1-128 letters, digits, '.', '_' or '-'")
+    root = resolve_storage_root(storage_root)
+    sweep_dir = root / sweep_id
+    _pin_spec(spec, sweep_dir)
+    audit_dir = sweep_dir / _AUDIT_DIR
+    # Save the experiment state after every event (Tune's default is every >= 10 s), so that a driver killed
+    # right after a trial finished does not run that trial again on resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    owns_ray = connect_ray(ray_address)
+    try:
+        tracker = SweepTracker(spec, sweep_id, sweep_dir, tracking_uri)
+        live = LiveSweep(spec, sweep_id, tracker, audit_dir, on_progress=on_progress, should_stop=should_stop)
+        LIVE[sweep_id] = live
+        grid = _tuner(spec, sweep_id, root, audit_dir).fit()
+        trials = _outcomes(spec, grid, live)
+        selection = select(spec, trials)
+        png = render_rd_plane(trials, selection)
+        result = SweepResult(
+            name=spec.name or sweep_id,
+            sweep_id=sweep_id,
+            trials=trials,
+            selection=selection,
+            mlflow_parent_run_id=tracker.parent_run_id,
+            mlflow_experiment_id=tracker.experiment_id,
+            plot_path=str(sweep_dir / "rd_plane.png"),
+            cancelled=live.cancelled,
+            wall_seconds=time.perf_counter() - started,
+            storage_path=str(sweep_dir),
+        )
+        tracker.finish(result, png)
+        (sweep_dir / _RESULT_FILE).write_text(result.model_dump_json(indent=2))
+        if on_progress is not None:
+            on_progress(_final_progress(spec, result))
+        return result
+    finally:
+        LIVE.pop(sweep_id, None)
+        if owns_ray:
+            ray.shutdown()
+
+
+def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:
+    trials = result.trials
+    elbos = [t.metrics["elbo"] for t in trials if "elbo" in t.metrics]
+    return SweepProgress(
+        total=spec.n_trials,
+        completed=sum(t.status == "completed" for t in trials),
+        stopped=sum(t.status == "stopped" for t in trials),
+        failed=sum(t.status == "failed" for t in trials),
+        collapsed=sum(bool(t.collapsed) for t in trials),
+        best_elbo=max(elbos, default=None),
+        finished=[t.trial_id for t in trials],
+        sweep_id=result.sweep_id,
+        mlflow_parent_run_id=result.mlflow_parent_run_id,
+        mlflow_experiment_id=result.mlflow_experiment_id,
+    )

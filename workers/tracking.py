@@ -1,0 +1,252 @@
+"""MLflow side of a sweep: one parent run, one nested child run per trial, logged models and the champion alias."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from rdvae import load_checkpoint
+from workers.results import Selection, SweepResult, TrialOutcome
+from workers.spec import SweepSpec
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_TRACKING_URI = "sqlite:///.rdvae/mlflow.db"
+CHAMPION_ALIAS = "champion"
+TRIAL_TAG = "rdvae.trial_id"
+SWEEP_TAG = "rdvae.sweep_id"
+_STATE_FILE = "mlflow.json"
+_MAX_TAG = 5000
+
+
+def resolve_tracking_uri(tracking_uri: str | None) -> str:
+    """The argument, else $MLFLOW_TRACKING_URI, else a SQLite store under .rdvae/ (artifacts in .rdvae/mlartifacts)."""
+    return tracking_uri or os.environ.get(TRACKING_URI_ENV) or DEFAULT_TRACKING_URI
+
+
+def _sqlite_artifact_root(uri: str) -> str | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return (database.parent.resolve() / "mlartifacts").as_uri()
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a Tune result, without Tune's bookkeeping (timestamps, iteration counters)."""
+    skip = {
+        "timestamp",
+        "time_this_iter_s",
+        "time_total_s",
+        "pid",
+        "training_iteration",
+        "time_since_restore",
+        "iterations_since_restore",
+        "done",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+    }
+    return {
+        key: float(value)
+        for key, value in result.items()
+        if key not in skip and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+class SweepTracker:
+    """Writes a sweep to MLflow; safe to re-create on resume (parent run id kept in the sweep dir, child runs
+    found by their Tune trial id tag)."""
+
+    def __init__(self, spec: SweepSpec, sweep_id: str, sweep_dir: Path, tracking_uri: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self.spec, self.sweep_id, self.sweep_dir = spec, sweep_id, sweep_dir
+        artifact_root = _sqlite_artifact_root(self.uri)
+        # mlflow.pytorch.log_model works on the fluent API's tracking URI; a sweep driver tracks one server.
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        experiment = self.client.get_experiment_by_name(spec.mlflow.experiment_name)
+        if experiment is None:
+            location = f"{artifact_root}/{spec.mlflow.experiment_name}" if artifact_root else None
+            self.experiment_id = self.client.create_experiment(spec.mlflow.experiment_name, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        self._children: dict[str, str] = {}
+        self.parent_run_id = self._parent_run()
+
+    def _parent_run(self) -> str:
+        state_path = self.sweep_dir / _STATE_FILE
+        if state_path.is_file():
+            run_id = json.loads(state_path.read_text())["parent_run_id"]
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = {SWEEP_TAG: self.sweep_id, "rdvae.role": "sweep", "rdvae.spec": self.spec.model_dump_json()[:_MAX_TAG]}
+        run = self.client.create_run(self.experiment_id, run_name=self.spec.name or self.sweep_id, tags=tags)
+        params: dict[str, str] = {}
+        _flatten("", self.spec.model_dump(mode="json"), params)
+        self.client.log_batch(run.info.run_id, params=[Param(k, v[:_MAX_TAG]) for k, v in sorted(params.items())])
+        self.client.log_text(run.info.run_id, self.spec.model_dump_json(indent=2), "spec.json")
+        state_path.write_text(json.dumps({"parent_run_id": run.info.run_id, "experiment_id": self.experiment_id}))
+        return run.info.run_id
+
+    def child_run(self, trial_id: str, params: dict[str, Any]) -> str:
+        """The child run of a Tune trial, created on first sight and found again after a resume."""
+        if trial_id in self._children:
+            return self._children[trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            tags = {
+                TRIAL_TAG: trial_id,
+                SWEEP_TAG: self.sweep_id,
+                "mlflow.parentRunId": self.parent_run_id,
+                "rdvae.status": "running",
+            }
+            run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
+            flat = {key: str(value) for key, value in params.items()}
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
+        self._children[trial_id] = run_id
+        return run_id
+
+    def log_result(self, trial_id: str, params: dict[str, Any], result: dict[str, Any]) -> None:
+        """Per-epoch (and final) held-out metrics at step = epoch."""
+        run_id = self.child_run(trial_id, params)
+        step = int(result.get("epoch", 0))
+        timestamp = int(1000 * float(result.get("timestamp", 0)))
+        metrics = [Metric(key, value, timestamp, step) for key, value in numeric_metrics(result).items()]
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+
+    def end_trial(
+        self, trial_id: str, params: dict[str, Any], status: str, error: str | None = None, attempts: int = 1
+    ) -> None:
+        """Tag the trial's status (and error), and close its run."""
+        run_id = self.child_run(trial_id, params)
+        tags = [RunTag("rdvae.status", status), RunTag("rdvae.attempts", str(attempts))]
+        if error:
+            tags.append(RunTag("rdvae.error", error[:_MAX_TAG]))
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+    def log_model(self, trial_id: str, params: dict[str, Any], checkpoint_file: Path) -> str:
+        """Log a trial's final model (PyTorch flavour, pickled VAE) once; returns its model URI."""
+        run_id = self.child_run(trial_id, params)
+        run = self.client.get_run(run_id)
+        if "rdvae.model_uri" in run.data.tags:
+            return run.data.tags["rdvae.model_uri"]
+        model, config = load_checkpoint(checkpoint_file)
+        model.eval()
+        example = np.zeros((2, model.input_dim), dtype=np.float32)
+        # Input only: forward() returns (log p(x|z), mu, logvar) for one sampled z; no single output tensor.
+        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.input_dim))]))
+        status = run.info.status
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic"],
+            )
+            mlflow.log_text(config.model_dump_json(indent=2), "run_config.json")
+        self.client.set_tag(run_id, "rdvae.model_uri", info.model_uri)
+        if status != "RUNNING":
+            self.client.set_terminated(run_id, status=status)
+        return info.model_uri
+
+    def finish(self, result: SweepResult, plot_png: bytes) -> None:
+        """Parent run: selection summary metrics, the RD plane, pareto.json, the trials table; register the
+        recommended model under the spec's name with alias `champion`."""
+        selection = result.selection
+        summary = _summary_metrics(result.trials, selection)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in summary.items()])
+        self._log_bytes(plot_png, "rd_plane.png")
+        self.client.log_text(self.parent_run_id, selection.model_dump_json(indent=2), "pareto.json")
+        self.client.log_text(self.parent_run_id, trials_table(result.trials), "trials.csv")
+        tags = {"rdvae.cancelled": str(result.cancelled).lower(), "rdvae.reason": selection.reason[:_MAX_TAG]}
+        recommended = selection.recommended
+        if recommended is not None and recommended.model_uri:
+            tags["rdvae.recommended_trial"] = recommended.trial_id
+            name = self.spec.mlflow.registered_model_name or f"{self.spec.mlflow.experiment_name}-champion"
+            version = mlflow.register_model(recommended.model_uri, name, tags={SWEEP_TAG: self.sweep_id})
+            self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+            tags["rdvae.champion"] = f"models:/{name}@{CHAMPION_ALIAS} (version {version.version})"
+        self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(self.parent_run_id, status="KILLED" if result.cancelled else "FINISHED")
+
+    def _log_bytes(self, data: bytes, name: str) -> None:
+        path = self.sweep_dir / name
+        path.write_bytes(data)
+        self.client.log_artifact(self.parent_run_id, str(path))
+
+
+def _summary_metrics(trials: list[TrialOutcome], selection: Selection) -> dict[str, float]:
+    counts = {status: sum(t.status == status for t in trials) for status in ("completed", "stopped", "failed")}
+    summary = {f"n_{status}": float(count) for status, count in counts.items()}
+    summary["n_trials"] = float(len(trials))
+    summary["n_feasible"] = float(sum(bool(t.feasible) for t in trials))
+    summary["n_collapsed"] = float(sum(bool(t.collapsed) for t in trials))
+    summary["front_size"] = float(len(selection.front))
+    if selection.hypervolume is not None:
+        summary["hypervolume"] = selection.hypervolume
+    if selection.recommended is not None:
+        for key, value in selection.recommended.metrics.items():
+            summary[f"recommended_{key}"] = value
+    if selection.max_elbo is not None:
+        summary["max_elbo"] = selection.max_elbo.metrics["elbo"]
+        summary["max_elbo_collapsed"] = float(bool(selection.max_elbo_collapsed))
+    if selection.elbo_gap is not None:
+        summary["elbo_gap"] = selection.elbo_gap
+    return {k: v for k, v in summary.items() if math.isfinite(v)}
+
+
+def trials_table(trials: list[TrialOutcome]) -> str:
+    """CSV: one row per trial with its parameters, final held-out metrics and verdicts."""
+    param_keys = sorted({key for t in trials for key in t.params})
+    metric_keys = sorted({key for t in trials for key in t.metrics if not key.startswith("constraint_")})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["trial_id", "number", "status", "collapsed", "feasible", "attempts", "error", *param_keys, *metric_keys]
+    )
+    for t in sorted(trials, key=lambda trial: trial.number):
+        writer.writerow(
+            [
+                t.trial_id,
+                t.number,
+                t.status,
+                t.collapsed,
+                t.feasible,
+                t.attempts,
+                t.error or "",
+                *(t.params.get(k, "") for k in param_keys),
+                *(t.metrics.get(k, "") for k in metric_keys),
+            ]
+        )
+    return buffer.getvalue()

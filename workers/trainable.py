@@ -1,0 +1,99 @@
+"""The Ray Tune trainable: one rdvae training run per trial, reporting held-out metrics and a checkpoint each epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from rdvae import DataSplits, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, fit
+from workers.search import constraint_violations
+from workers.spec import SweepSpec
+
+CHECKPOINT_FILE = "model.pt"
+FINAL_FLAG = "final"
+
+
+def run_config(spec: SweepSpec, params: dict[str, Any], device: str = "cpu") -> RunConfig:
+    """The rdvae run of one trial: the spec's fixed settings overridden by the sampled `params`."""
+    space = spec.search_space
+    if params.get("objective", "beta") == "capacity":
+        objective = ObjectiveConfig(kind="capacity", capacity=float(params["C"]), gamma=space.gamma)
+    else:
+        objective = ObjectiveConfig(kind="beta", beta=float(params["beta"]))
+    model_overrides = {key: params[key] for key in ("latent_dim", "decoder") if key in params}
+    model = ModelConfig.model_validate({**spec.model.model_dump(), **model_overrides})
+    return RunConfig(
+        data=spec.dataset,
+        model=model,
+        objective=objective,
+        train=TrainConfig(
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            learning_rate=float(params.get("learning_rate", spec.learning_rate)),
+            seed=spec.seed,
+            device=device,
+            iwae_samples=spec.iwae_samples,
+        ),
+    )
+
+
+def _record_start(audit_dir: str, trial_id: str, resumed_from_epoch: int) -> None:
+    # One line per process start of a trial: retries and resumes stay auditable after the driver is gone.
+    path = Path(audit_dir) / f"{trial_id}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {"pid": os.getpid(), "time": time.time(), "resumed_from_epoch": resumed_from_epoch}
+    with path.open("a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, audit_dir: str) -> None:
+    """Tune function trainable. Reports every epoch; the last report (`final` = 1) adds IWAE, test metrics and
+    the constraint values the searcher passes to Optuna. Runs on CUDA when Ray assigned this trial a GPU."""
+    started = time.perf_counter()
+    spec = SweepSpec.model_validate_json(spec_json)
+    context = tune.get_context()
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    rdvae_config = run_config(spec, config, device)
+    resume_from: Path | None = None
+    resumed_epoch = 0
+    checkpoint = tune.get_checkpoint()
+    workdir = Path(tempfile.mkdtemp(prefix="rdvae-trial-"))
+    if checkpoint is not None:
+        # Copy out of Tune's directory: the next report may rotate the checkpoint we resume from.
+        resume_from = workdir / "resume.pt"
+        with checkpoint.as_directory() as directory:
+            resume_from.write_bytes((Path(directory) / CHECKPOINT_FILE).read_bytes())
+            resumed_epoch = json.loads((Path(directory) / "epoch.json").read_text())["epoch"]
+    _record_start(audit_dir, context.get_trial_id(), resumed_epoch)
+    checkpoint_dir = workdir / "checkpoint"
+    checkpoint_dir.mkdir()
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        (checkpoint_dir / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        tune.report(
+            {**metrics, "epoch": epoch, FINAL_FLAG: 0}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir)
+        )
+
+    result = fit(
+        rdvae_config,
+        callback=on_epoch,
+        data=data,
+        resume_from=resume_from,
+        checkpoint_path=checkpoint_dir / CHECKPOINT_FILE,
+    )
+    assert result.validation is not None and result.test is not None
+    final = result.validation.as_dict()
+    violations = constraint_violations(spec, final)
+    final.update({f"constraint_{index}": value for index, value in enumerate(violations)})
+    final.update({f"test_{key}": value for key, value in result.test.as_dict().items()})
+    final.update({"epoch": spec.epochs, FINAL_FLAG: 1, "train_seconds": result.train_seconds})
+    # trial_seconds: this process's whole life (data to device, model, epochs, final IWAE), what a sweep schedules.
+    final.update({"trial_seconds": time.perf_counter() - started, "on_gpu": float(device == "cuda")})
+    tune.report(final)
