@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m rdvae.demo
+	$(BIN)/python -m service.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

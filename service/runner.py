@@ -129,10 +129,12 @@ class Runner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._term_sent: dict[str, float] = {}
+        self._leader_lock: int | None = None
 
     def start(self) -> None:
         self.settings.sweeps_dir.mkdir(parents=True, exist_ok=True)
-        self.tick()
+        if self._lead():
+            self.tick()
         self._thread = threading.Thread(target=self._loop, name="rdvae-runner", daemon=True)
         self._thread.start()
 
@@ -142,6 +144,23 @@ class Runner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._leader_lock is not None:
+            os.close(self._leader_lock)
+            self._leader_lock = None
+
+    def _lead(self) -> bool:
+        """Only one runner per state dir drives sweeps (several uvicorn workers: the others serve HTTP only and
+        take over when the leader's process ends, since the OS drops its flock)."""
+        if self._leader_lock is not None:
+            return True
+        descriptor = os.open(self.settings.sweeps_dir / "runner.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self._leader_lock = descriptor
+        return True
 
     def wake(self) -> None:
         self._wake.set()
@@ -150,6 +169,8 @@ class Runner:
         while not self._stop.is_set():
             self._wake.wait(self.settings.poll_interval_s)
             self._wake.clear()
+            if not self._lead():
+                continue
             try:
                 self.tick()
             except Exception:  # the loop must survive a transient DB error; it is logged, not swallowed silently

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
+# The root conftest by path: a bare `import conftest` resolves to whichever conftest pytest loaded last.
+_spec = importlib.util.spec_from_file_location("_rdvae_root_conftest_compose", ROOT / "tests" / "conftest.py")
+root_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(root_conftest)
 DOCKER_HOSTS = ("@postgres", "mlflow:5000", "ray-head:", "0.0.0.0")
 
 

@@ -16,11 +16,13 @@ from compose_commands import (
     healthcheck_command,
     load_compose,
     referenced_variables,
+    root_conftest,
     service_command,
 )
-from conftest import _wait_for_ray, free_port, stop_process, wait_for_http
 
 BIN = Path(sys.executable).parent
+free_port, stop_process, wait_for_http = (root_conftest.free_port, root_conftest.stop_process,
+                                          root_conftest.wait_for_http)  # fmt: skip
 SERVICES = {"postgres", "mlflow", "ray-head", "ray-worker", "api"}
 SHARED_IMAGE = ("mlflow", "ray-head", "ray-worker", "api")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
@@ -146,7 +148,7 @@ def test_ray_head_and_worker_commands_run_on_loopback(tmp_path: Path) -> None:
         with (tmp_path / "ray.log").open("w") as log:
             processes.append(subprocess.Popen(head, env=env, stdout=log, stderr=subprocess.STDOUT,
                                               start_new_session=True))
-            _wait_for_ray(address, processes[0], timeout=180.0)
+            root_conftest._wait_for_ray(address, processes[0], timeout=180.0)
         head_probe = healthcheck_command("ray-head", TEST_ENV, {"127.0.0.1:6379": address})
         subprocess.run([str(BIN / "ray"), *head_probe[1:]], check=True, capture_output=True, timeout=60)
         # A real join cannot stay on loopback: in cluster mode Ray rewrites 127.0.0.1 to the interface address.

@@ -11,7 +11,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from workers.spec import SweepSpec
 
-CONSTRAINTS_ATTR = "constraints"
 MODES = {"maximize": "max", "minimize": "min"}
 
 
@@ -26,17 +25,6 @@ def constraint_violations(spec: SweepSpec, metrics: dict[str, float]) -> list[fl
     if spec.asks_for_non_collapse():
         values.append(1.0 if metrics.get("collapsed", 0.0) >= 0.5 else -1.0)
     return values
-
-
-class _ConstraintsFromUserAttrs:
-    """Optuna `constraints_func` reading what ConstrainedOptunaSearch stored; picklable, unlike a closure."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __call__(self, trial: optuna.trial.FrozenTrial) -> list[float]:
-        # Trials that never reported final metrics (failed, cancelled) count as infeasible.
-        return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [1.0] * self.count))
 
 
 def constraint_count(spec: SweepSpec) -> int:
@@ -70,22 +58,18 @@ def grid_size(spec: SweepSpec) -> int:
 
 
 def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler, seeded; constraint-aware where Optuna supports it (nsga2, tpe, gp).
+    """The spec's sampler, seeded. nsga2, tpe and gp honour the constraint values set on each trial.
 
     Start-up phases are shortened to a quarter of the budget so that short sweeps still leave the random phase.
     """
-    count = constraint_count(spec)
-    constraints = _ConstraintsFromUserAttrs(count) if count else None
     startup = max(2, min(10, spec.n_trials // 4))
     if spec.sampler == "nsga2":
         population = max(4, min(50, math.ceil(spec.n_trials / 4)))
-        return optuna.samplers.NSGAIISampler(population_size=population, seed=spec.seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=spec.seed)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            n_startup_trials=startup, seed=spec.seed, constraints_func=constraints, multivariate=True
-        )
+        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=spec.seed, multivariate=True)
     if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(n_startup_trials=startup, seed=spec.seed, constraints_func=constraints)
+        return optuna.samplers.GPSampler(n_startup_trials=startup, seed=spec.seed)
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(_grid(spec), seed=spec.seed)
     return optuna.samplers.RandomSampler(seed=spec.seed)
@@ -123,10 +107,10 @@ class SearchSpaceFn:
 
 
 class ConstrainedOptunaSearch(OptunaSearch):
-    """OptunaSearch that hands each finished trial's constraint values to the sampler (via a user attribute).
+    """OptunaSearch that hands each finished trial's constraint values to the sampler.
 
-    The trainable reports `constraint_0..n` with its final metrics; they are copied onto the Optuna trial just
-    before `study.tell`, where samplers with a `constraints_func` read them.
+    The trainable reports `constraint_0..n` with its final metrics; they are set on the Optuna trial
+    (`Trial.set_constraint`, Optuna >= 5) just before `study.tell`, where constraint-aware samplers read them.
     """
 
     def __init__(self, spec: SweepSpec) -> None:
@@ -141,5 +125,6 @@ class ConstrainedOptunaSearch(OptunaSearch):
         if ot_trial is not None and result and trial_id not in self._completed_trials:
             values = [result.get(f"constraint_{index}") for index in range(self.n_constraints)]
             if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
-                ot_trial.set_user_attr(CONSTRAINTS_ATTR, [float(v) for v in values])
+                for index, value in enumerate(values):
+                    ot_trial.set_constraint(f"constraint_{index}", float(value))
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -121,6 +121,9 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.
             scheduler=_scheduler(spec),
             num_samples=spec.n_trials,
             max_concurrent_trials=spec.max_concurrent_trials,
+            # A trial's process (torch, rdvae and the data already imported) serves the next trial: on short
+            # trials a fresh worker process per trial costs as much as the training itself.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=sweep_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+import service.scheduler  # noqa: F401 - registers the schedules table on Base.metadata
 import service.store  # noqa: F401 - registers the sweeps table on Base.metadata
 from service.db import Base
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.routes.health import router as health_router
+from service.routes.schedules import router as schedules_router
 from service.routes.sweeps import router as sweeps_router
 
-ROUTERS: list[APIRouter] = [health_router, sweeps_router]
+ROUTERS: list[APIRouter] = [health_router, sweeps_router, schedules_router]

@@ -126,8 +126,8 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self) -> tuple[Callable[..., object], tuple[str, str]]:
-        return (Path.write_text, (Path(self.marker), "pwned"))  # type: ignore[return-value]
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[Path, str]]:
+        return (Path.write_text, (self.marker, "pwned"))
 
 
 def test_a_checkpoint_with_a_pickled_object_is_refused(make_run: Run, digits: DataSplits, tmp_path: Path) -> None:

@@ -137,3 +137,12 @@ def test_submit_refuses_paths_outside_the_data_root(
     outside.write_bytes(b"")
     with pytest.raises(ValueError, match="dataset.path"):
         _submit(factory, settings, dataset={"name": "file", "path": str(outside)})
+
+
+def test_one_runner_leads_per_state_dir(settings: Settings, factory: sessionmaker[Session]) -> None:
+    settings.sweeps_dir.mkdir(parents=True)
+    leader, follower = Runner(settings, factory), Runner(settings, factory)
+    assert leader._lead() and not follower._lead()
+    leader.stop()
+    assert follower._lead()
+    follower.stop()

@@ -1,0 +1,130 @@
+"""Terminal views of API answers for the CLI: sweep summary, live progress, Pareto table, schedules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+FINISHED = ("succeeded", "failed", "cancelled")
+PARAM_ORDER = ("objective", "beta", "C", "decoder", "latent_dim", "learning_rate")
+METRICS = (("elbo", "ELBO"), ("rate", "rate"), ("distortion", "distortion"), ("active_units", "AU"),
+           ("mutual_info", "MI"), ("iwae_ll", "IWAE"))  # fmt: skip
+
+
+def _number(value: Any, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def sweep_table(sweep: dict[str, Any]) -> Table:
+    progress = sweep["progress"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("sweep", f"{sweep['id']}  {sweep.get('name') or ''}")
+    table.add_row("status", sweep["status"] + (" (cancel requested)" if sweep.get("cancel_requested") else ""))
+    done = progress.get("done", progress["completed"] + progress["failed"])
+    table.add_row("trials", f"{done}/{progress['total']} done, {progress['running']} running, "
+                            f"{progress['failed']} failed, {progress['collapsed']} collapsed")  # fmt: skip
+    table.add_row("best ELBO", _number(sweep.get("best_elbo")))
+    if sweep.get("queue_position"):
+        table.add_row("queue", f"position {sweep['queue_position']}")
+    if sweep.get("mlflow_parent_run_url"):
+        table.add_row("MLflow", sweep["mlflow_parent_run_url"])
+    if sweep.get("error"):
+        table.add_row("error", sweep["error"].strip().splitlines()[-1])
+    return table
+
+
+def watch(fetch: Callable[[], dict[str, Any]], console: Console, interval: float = 1.0) -> dict[str, Any]:
+    """A live bar (trials done/total, best ELBO so far, collapsed count) until the sweep finishes."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best ELBO {task.fields[best]}  collapsed {task.fields[collapsed]}  {task.fields[state]}"),
+        TimeElapsedColumn(),
+    )
+    sweep = fetch()
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(sweep.get("name") or sweep["id"][:8], total=sweep["progress"]["total"],
+                            best="—", collapsed=0, state=sweep["status"])  # fmt: skip
+        while True:
+            progress = sweep["progress"]
+            done = progress.get("done", progress["completed"] + progress["failed"])
+            bar.update(task, completed=done, total=progress["total"], best=_number(sweep.get("best_elbo")),
+                       collapsed=progress["collapsed"], state=sweep["status"])  # fmt: skip
+            if sweep["status"] in FINISHED:
+                return sweep
+            time.sleep(interval)
+            sweep = fetch()
+
+
+def _params(trial: dict[str, Any]) -> str:
+    params = trial.get("params", {})
+    keys = [key for key in PARAM_ORDER if key in params] + sorted(set(params) - set(PARAM_ORDER))
+    return " ".join(f"{key}={_number(params[key], 3)}" for key in keys)
+
+
+def pareto_table(view: dict[str, Any]) -> Table:
+    recommended = (view.get("recommended") or {}).get("trial_id")
+    table = Table(title=f"Pareto front of sweep {view['sweep_id']}")
+    table.add_column("", width=1)
+    table.add_column("trial", justify="right")
+    table.add_column("params")
+    for _, title in METRICS:
+        table.add_column(title, justify="right")
+    table.add_column("collapsed")
+    for trial in view["front"]:
+        metrics = trial.get("metrics", {})
+        mark = "★" if trial["trial_id"] == recommended else ""
+        table.add_row(mark, str(trial["number"]), _params(trial), *(_number(metrics.get(key)) for key, _ in METRICS),
+                      "yes" if trial.get("collapsed") else "no")  # fmt: skip
+    return table
+
+
+def recommendation_lines(view: dict[str, Any]) -> list[str]:
+    lines = []
+    best = view.get("recommended")
+    if best is None:
+        lines.append(f"No recommendation: {view.get('reason') or 'no feasible trial'}")
+    else:
+        elbo = best.get("metrics", {}).get("elbo")
+        lines.append(f"Recommended: trial {best['number']} ({_params(best)}), ELBO {_number(elbo)} nats.")
+        if view.get("reason"):
+            lines.append(f"Why: {view['reason']}")
+    top = view.get("max_elbo")
+    if top is not None and view.get("max_elbo_collapsed"):
+        gap = view.get("elbo_gap")
+        lines.append(f"The max-ELBO trial {top['number']} collapsed (rate ≈ 0); keeping the recommendation costs "
+                     f"{_number(gap)} nats of ELBO.")  # fmt: skip
+    return lines
+
+
+def schedules_table(items: list[dict[str, Any]]) -> Table:
+    table = Table(title="Schedules")
+    for column in ("id", "name", "cron", "timezone", "state", "next fire", "last sweep", "warm"):
+        table.add_column(column)
+    for item in items:
+        upcoming = item.get("next_fire_times") or []
+        table.add_row(item["id"], item.get("name") or "", item["cron"], item["timezone"],
+                      "paused" if item["paused"] else "active", upcoming[0] if upcoming else "—",
+                      item.get("last_sweep_id") or "—", "yes" if item.get("warm_start") else "no")  # fmt: skip
+    return table
+
+
+def sweeps_table(page: dict[str, Any]) -> Table:
+    table = Table(title=f"Sweeps ({page['total']})")
+    for column in ("id", "name", "status", "origin", "done/total", "best ELBO", "collapsed"):
+        table.add_column(column)
+    for item in page["items"]:
+        progress = item["progress"]
+        done = progress.get("done", progress["completed"] + progress["failed"])
+        table.add_row(item["id"], item.get("name") or "", item["status"], item["origin"],
+                      f"{done}/{progress['total']}", _number(item.get("best_elbo")),
+                      str(progress["collapsed"]))  # fmt: skip
+    return table
