@@ -112,7 +112,11 @@ async def _load(
             while remaining > 0:
                 remaining -= 1
                 start = time.perf_counter()
-                answer = await client.request(method, path, json=body)
+                try:
+                    answer = await client.request(method, path, json=body)
+                except httpx.TransportError:  # counted, not fatal: a dropped connection under overload
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - start)
                 errors += answer.status_code >= 300 and answer.status_code != 202
 

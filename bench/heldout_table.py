@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+import torch
+
 from rdvae import DataConfig, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, fit, load_data
 
 FAMILIES = {
@@ -44,7 +46,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--iwae-samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        # On a shared, oversubscribed machine one thread per run avoids OpenMP threads waiting on each other.
+        torch.set_num_threads(args.threads)
     splits = load_data(DataConfig(name="mnist5k", binarization="static"))
     rows: dict[str, list[tuple[float, float, dict[str, float]]]] = {decoder: [] for decoder in args.decoders}
     started = time.perf_counter()

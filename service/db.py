@@ -23,7 +23,6 @@ class Base(DeclarativeBase):
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL and a busy timeout so the runner thread and requests can share it."""
     if url.startswith("sqlite"):
-        _ensure_sqlite_dir(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -39,6 +38,9 @@ def _ensure_sqlite_dir(url: str) -> None:
 def _sqlite_pragmas(connection, _record) -> None:  # noqa: ANN001 - DB-API connection
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a commit survives the process dying (the contract: an accepted sweep is never lost when the
+    # API is killed); only an OS crash or power loss can drop the newest commits. FULL would fsync every commit.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -76,7 +78,10 @@ def migrate(engine: Engine) -> None:
     """`alembic upgrade head` on `engine`'s database (idempotent)."""
     from alembic import command
 
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    url = engine.url.render_as_string(hide_password=False)
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+    config = alembic_config(url)
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

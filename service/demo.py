@@ -26,9 +26,11 @@ DEFAULT_SPEC = ROOT / "examples" / "mnist5k_rd.yaml"
 
 
 def _port_or_free(port: int) -> int:
-    """`port` when it is free on loopback, else any free one (a second demo or another service may hold it)."""
+    """`port` when it is free on loopback, else (or for 0) any free one: another service may hold it."""
     import socket
 
+    if port == 0:
+        return free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((LOOPBACK, port))

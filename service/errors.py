@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.schemas import ErrorBody, FieldError
 
 logger = logging.getLogger(__name__)
+_UNPARSABLE = "There was an error parsing the body"  # FastAPI's 400 for bodies it cannot even decode
 
 
 class ApiError(Exception):
@@ -55,6 +56,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.detail == _UNPARSABLE:  # e.g. a body that is not UTF-8
+            field_error = FieldError(field="body", reason="not a JSON document in UTF-8")
+            body = ErrorBody(detail="invalid request: body: not a JSON document in UTF-8", errors=[field_error])
+            return JSONResponse(body.model_dump(exclude_none=True), 422)
         return JSONResponse(
             ErrorBody(detail=str(error.detail)).model_dump(exclude_none=True),
             error.status_code,

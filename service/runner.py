@@ -66,8 +66,15 @@ def submit_sweep(
     session: Session, spec: SweepSpec, *, owner: str, origin: str = "api", data_root: Path | None = None
 ) -> str:
     """Enqueue `spec` (FIFO) and return the sweep id; durable once `session` commits. Used by routes and scheduler."""
+    return enqueue(session, spec, owner=owner, origin=origin, data_root=data_root).id
+
+
+def enqueue(
+    session: Session, spec: SweepSpec, *, owner: str, origin: str = "api", data_root: Path | None = None
+) -> store.Sweep:
+    """`submit_sweep`, returning the new row."""
     check_spec(spec, data_root if data_root is not None else Settings().data_root)
-    return store.create_sweep(session, spec, owner=owner, origin=origin).id
+    return store.create_sweep(session, spec, owner=owner, origin=origin)
 
 
 def driver_alive(sweep_dir: Path) -> bool:

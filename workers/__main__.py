@@ -13,6 +13,8 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+import ray
+
 from workers.results import SweepProgress
 from workers.spec import SpecError, load_spec
 from workers.sweep import connect_ray, run_sweep
@@ -66,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             if owns_ray:
-                import ray
-
                 ray.shutdown()
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)

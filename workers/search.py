@@ -75,6 +75,30 @@ def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=spec.seed)
 
 
+def warm_start_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """`spec.warm_start_params` as Optuna can enqueue them: only searched parameters, values clipped into the
+    current ranges, points of an objective family no longer searched dropped (the grid sampler takes none)."""
+    space, points = spec.search_space, []
+    if spec.sampler == "grid":
+        return []
+    for params in spec.warm_start_params:
+        family = params.get("objective", space.objective[0])
+        if family not in space.objective:
+            continue
+        point: dict[str, Any] = {"objective": family} if len(space.objective) > 1 else {}
+        ranges = {"beta": space.beta if family == "beta" else None, "C": space.C if family == "capacity" else None}
+        ranges["learning_rate"] = space.learning_rate
+        for name, bounds in ranges.items():
+            value = params.get(name)
+            if bounds is not None and isinstance(value, int | float):
+                point[name] = min(max(float(value), bounds.low), bounds.high)
+        for name, choices in (("latent_dim", space.latent_dim), ("decoder", space.decoder)):
+            if choices is not None and params.get(name) in choices:
+                point[name] = params[name]
+        points.append(point)
+    return points
+
+
 class SearchSpaceFn:
     """Define-by-run space for OptunaSearch; a picklable object because Tune saves the searcher with the sweep."""
 
@@ -116,7 +140,12 @@ class ConstrainedOptunaSearch(OptunaSearch):
     def __init__(self, spec: SweepSpec) -> None:
         metric, mode = objective_metrics(spec)
         super().__init__(
-            space=SearchSpaceFn(spec), metric=metric, mode=mode, sampler=build_sampler(spec), study_name="rdvae"
+            space=SearchSpaceFn(spec),
+            metric=metric,
+            mode=mode,
+            points_to_evaluate=warm_start_points(spec) or None,
+            sampler=build_sampler(spec),
+            study_name="rdvae",
         )
         self.n_constraints = constraint_count(spec)
 

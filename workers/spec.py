@@ -192,6 +192,11 @@ class SweepSpec(_Strict):
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     max_failures: int = Field(1, ge=0, le=10, description="Retries of a failed trial before it is recorded failed.")
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    warm_start_params: list[dict[str, float | int | str]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Parameter sets evaluated first (e.g. the previous sweep's front); clipped into the ranges.",
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod

@@ -191,12 +191,15 @@ class SweepTracker:
         self.client.log_text(self.parent_run_id, trials_table(result.trials), "trials.csv")
         tags = {"rdvae.cancelled": str(result.cancelled).lower(), "rdvae.reason": selection.reason[:_MAX_TAG]}
         recommended = selection.recommended
+        previous = self.client.get_run(self.parent_run_id).data.tags
         if recommended is not None and recommended.model_uri:
             tags["rdvae.recommended_trial"] = recommended.trial_id
-            name = self.spec.mlflow.registered_model_name or f"{self.spec.mlflow.experiment_name}-champion"
-            version = mlflow.register_model(recommended.model_uri, name, tags={SWEEP_TAG: self.sweep_id})
-            self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-            tags["rdvae.champion"] = f"models:/{name}@{CHAMPION_ALIAS} (version {version.version})"
+            # A resumed sweep that recommends the same trial again keeps its registered version.
+            if previous.get("rdvae.recommended_trial") != recommended.trial_id or "rdvae.champion" not in previous:
+                name = self.spec.mlflow.registered_model_name or f"{self.spec.mlflow.experiment_name}-champion"
+                version = mlflow.register_model(recommended.model_uri, name, tags={SWEEP_TAG: self.sweep_id})
+                self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+                tags["rdvae.champion"] = f"models:/{name}@{CHAMPION_ALIAS} (version {version.version})"
         self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(self.parent_run_id, status="KILLED" if result.cancelled else "FINISHED")
 

@@ -15,7 +15,7 @@ from service import store
 from service.auth import Reader, Writer
 from service.deps import RunnerDep, SessionDep, SettingsDep
 from service.errors import ApiError
-from service.runner import SpecRejectedError, submit_sweep
+from service.runner import SpecRejectedError, enqueue
 from service.schemas import (
     ErrorBody,
     FieldError,
@@ -56,10 +56,9 @@ TINY_EXAMPLE = {
     status_code=202,
     response_model=SweepAccepted,
     summary="Submit a sweep (queued, run in the background)",
-    responses={400: _E, 401: _E, 413: _E, 422: _E, 429: _E},
+    responses={401: _E, 413: _E, 422: _E, 429: _E},
 )
 def submit(
-    request: Request,
     response: Response,
     spec: Annotated[
         SweepSpec,
@@ -80,18 +79,16 @@ def submit(
 ) -> SweepAccepted:
     _check_quotas(session, settings, spec, owner)
     try:
-        sweep_id = submit_sweep(session, spec, owner=owner, origin="api", data_root=settings.data_root)
+        sweep = enqueue(session, spec, owner=owner, origin="api", data_root=settings.data_root)
     except SpecRejectedError as error:
         field_error = FieldError(field=error.field, reason=error.reason)
         raise ApiError(422, f"invalid request: {error}", errors=[field_error]) from error
+    position = store.queue_position(session, sweep)
     session.commit()
     runner.wake()
-    url = str(request.url_for("get_sweep", sweep_id=sweep_id).path)
+    url = f"/v1/sweeps/{sweep.id}"
     response.headers["Location"] = url
-    sweep = store.get_sweep(session, sweep_id)
-    return SweepAccepted(
-        id=sweep_id, status=sweep.status, status_url=url, queue_position=store.queue_position(session, sweep)
-    )
+    return SweepAccepted(id=sweep.id, status=sweep.status, status_url=url, queue_position=position)
 
 
 def _check_quotas(session: Session, settings: Settings, spec: SweepSpec, owner: str) -> None:

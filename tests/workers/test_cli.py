@@ -67,12 +67,12 @@ def wait_for(predicate, process: subprocess.Popen, timeout: float = 150.0) -> No
 def test_killed_driver_resumes_without_rerunning_finished_trials(
     tmp_path: Path, ray_cluster: str, mlflow_server: str
 ) -> None:
-    spec = spec_dict("resume", n_trials=4)
+    spec = spec_dict("resume", epochs=15)  # ~1-2 s per trial: the kill lands mid-sweep
     driver = start_driver(tmp_path, spec, ray_cluster, mlflow_server)
     try:
         wait_for(lambda: len((progress_lines(tmp_path) or [{}])[-1].get("finished", [])) >= 2, driver)
         finished_before = set(progress_lines(tmp_path)[-1]["finished"])
-        time.sleep(1.5)  # let Tune write the experiment state that records these trials as finished
+        time.sleep(1.0)  # let Tune write the experiment state that records these trials as finished
         assert driver.poll() is None, "the sweep finished before it could be interrupted"
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
