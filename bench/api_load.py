@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -100,9 +101,10 @@ def _serve(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 
 async def _load(
     url: str, method: str, path: str, body: dict | None, requests: int, clients: int, headers: dict[str, str]
-) -> dict[str, float]:
+) -> dict:
     latencies: list[float] = []
     errors = 0
+    kinds: Counter[str] = Counter()
     remaining = requests
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
@@ -114,11 +116,14 @@ async def _load(
                 start = time.perf_counter()
                 try:
                     answer = await client.request(method, path, json=body)
-                except httpx.TransportError:  # counted, not fatal: a dropped connection under overload
+                except httpx.TransportError as error:  # counted, not fatal: a dropped connection under overload
                     errors += 1
+                    kinds[type(error).__name__] += 1
                     continue
                 latencies.append(time.perf_counter() - start)
-                errors += answer.status_code >= 300 and answer.status_code != 202
+                if answer.status_code >= 300 and answer.status_code != 202:
+                    errors += 1
+                    kinds[str(answer.status_code)] += 1
 
         await asyncio.gather(*(worker() for _ in range(min(clients, 10))))  # warm-up, not recorded
         latencies.clear()
@@ -132,6 +137,7 @@ async def _load(
         "p99_ms": 1e3 * ordered[int(0.99 * (len(ordered) - 1))],
         "rps": len(ordered) / wall,
         "errors": errors,
+        "kinds": dict(kinds),
     }
 
 
@@ -150,7 +156,7 @@ def main() -> None:
         "RDVAE_MAX_QUEUED_SWEEPS": "1000000000",
     }
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict] = {}
     process, url = _serve("bare_app", env)
     try:
         rows["bare GET"] = asyncio.run(_load(url, "GET", "/bare/abc", None, args.requests, args.clients, {}))
@@ -171,7 +177,8 @@ def main() -> None:
     print(f"{args.clients} concurrent clients, {args.requests} requests each, one uvicorn worker per app")
     print(f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'errors':>8}")
     for name, row in rows.items():
-        print(f"{name:<22}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['rps']:>9.0f}{row['errors']:>8.0f}")
+        kinds = f"  {row['kinds']}" if row["kinds"] else ""
+        print(f"{name:<22}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}{row['rps']:>9.0f}{row['errors']:>8.0f}{kinds}")
     for name, bare in (("GET /v1/sweeps/{id}", "bare GET"), ("POST /v1/sweeps", "bare POST")):
         ratio = rows[name]["p99_ms"] / rows[bare]["p99_ms"]
         verdict = "meets" if ratio <= 2.0 else "misses"

@@ -16,7 +16,7 @@ import optuna
 
 from rdvae import fit, load_data
 from workers import SweepSpec
-from workers.search import SearchSpaceFn, build_sampler, constraint_violations, grid_size
+from workers.search import SearchSpaceFn, build_sampler, grid_size
 from workers.selection import hypervolume, is_feasible, objective_vector, pareto_front
 from workers.trainable import run_config
 
@@ -69,14 +69,17 @@ def main() -> None:
         directions = [o.direction for o in spec.objectives]
         study = optuna.create_study(directions=directions, sampler=build_sampler(spec))
         space, history = SearchSpaceFn(spec), []
-        for _ in range(n_trials):
-            trial = study.ask()
+
+        def objective(trial: optuna.Trial) -> list[float]:
             space(trial)
             metrics = dict(evaluate(trial.params["beta"], trial.params["learning_rate"]))
-            for index, value in enumerate(constraint_violations(spec, metrics)):
+            for index, value in enumerate(spec.constraint_violations(metrics)):
                 trial.set_constraint(f"constraint_{index}", value)
-            study.tell(trial, [metrics[o.metric] for o in spec.objectives])
             history.append(metrics)
+            return [metrics[o.metric] for o in spec.objectives]
+
+        # optimize(), not ask/tell: the grid sampler stops the study from inside when its grid is exhausted.
+        study.optimize(objective, n_trials=n_trials)
         return history
 
     started = time.perf_counter()

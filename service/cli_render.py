@@ -12,8 +12,7 @@ from rich.table import Table
 
 FINISHED = ("succeeded", "failed", "cancelled")
 PARAM_ORDER = ("objective", "beta", "C", "decoder", "latent_dim", "learning_rate")
-METRICS = (("elbo", "ELBO"), ("rate", "rate"), ("distortion", "distortion"), ("active_units", "AU"),
-           ("mutual_info", "MI"), ("iwae_ll", "IWAE"))  # fmt: skip
+METRICS = (("elbo", "ELBO"), ("rate", "R"), ("distortion", "D"), ("active_units", "AU"), ("mutual_info", "MI"))
 
 
 def _number(value: Any, digits: int = 2) -> str:
@@ -72,13 +71,13 @@ def _params(trial: dict[str, Any]) -> str:
 
 def pareto_table(view: dict[str, Any]) -> Table:
     recommended = (view.get("recommended") or {}).get("trial_id")
-    table = Table(title=f"Pareto front of sweep {view['sweep_id']}")
+    table = Table(title=f"Pareto front of sweep {view['sweep_id']}", caption="held-out nats; ★ recommended")
     table.add_column("", width=1)
-    table.add_column("trial", justify="right")
-    table.add_column("params")
+    table.add_column("#", justify="right")
+    table.add_column("params", overflow="fold", ratio=1)
     for _, title in METRICS:
-        table.add_column(title, justify="right")
-    table.add_column("collapsed")
+        table.add_column(title, justify="right", no_wrap=True)
+    table.add_column("collapsed", no_wrap=True, min_width=9)
     for trial in view["front"]:
         metrics = trial.get("metrics", {})
         mark = "★" if trial["trial_id"] == recommended else ""

@@ -194,20 +194,24 @@ class Runner:
                 session.commit()
             slots = self.settings.max_running_sweeps - len(store.running_sweeps(session))
             for sweep in store.queued_in_order(session)[: max(0, slots)]:
+                if not store.claim_queued(session, sweep):
+                    continue
+                session.commit()  # claimed before launching: a crash in between means "resume", never "lost"
                 self._launch(sweep)
                 session.commit()
 
-    def request_cancel(self, session: Session, sweep: store.Sweep) -> None:
-        """Queued: cancelled at once. Running: SIGTERM to the driver now; the runner records the outcome."""
-        sweep.cancel_requested = True
-        if sweep.status == "queued":
-            sweep.status = "cancelled"
-            sweep.finished_at = store.utcnow()
-            return
-        with self._lock:
-            self._term_sent.pop(sweep.id, None)
-            self._escalate_cancel(sweep.id)
-        self.wake()
+    def request_cancel(self, session: Session, sweep_id: str) -> str | None:
+        """Queued: cancelled at once. Running: SIGTERM to its driver now; the runner records the outcome.
+
+        Commits `session`. Returns the status the sweep had, or None when it had already finished."""
+        previous = store.mark_cancel(session, sweep_id)
+        session.commit()
+        if previous == "running":
+            with self._lock:
+                self._term_sent.pop(sweep_id, None)
+                self._escalate_cancel(sweep_id)
+            self.wake()
+        return previous
 
     def _signal(self, sweep_id: str, signum: int) -> None:
         directory = self.sweep_dir(sweep_id)
@@ -251,9 +255,7 @@ class Runner:
     def _launch(self, sweep: store.Sweep) -> None:
         directory = self.sweep_dir(sweep.id)
         directory.mkdir(parents=True, exist_ok=True)
-        if driver_alive(directory):  # launched just before a crash, before the DB knew: adopt it
-            sweep.status = "running"
-            sweep.started_at = sweep.started_at or store.utcnow()
+        if driver_alive(directory):  # a driver for this sweep already runs: adopt it, never start a second
             return
         if sweep.launches >= self.settings.max_launches:
             self._finish(
@@ -281,10 +283,8 @@ class Runner:
             start_new_session=True,
         )
         threading.Thread(target=process.wait, daemon=True).start()  # reap it if it ends while we live
-        sweep.status = "running"
         sweep.driver_pid = process.pid
         sweep.launches += 1
-        sweep.started_at = sweep.started_at or store.utcnow()
         logger.info("sweep %s: driver launch %d (pid %d)", sweep.id, sweep.launches, process.pid)
         self._await_lock(directory, process)
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select
+from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service.db import Base
@@ -153,3 +153,36 @@ def apply_result(sweep: Sweep, result: SweepResult) -> None:
     sweep.best_elbo = max(elbos) if elbos else sweep.best_elbo
     sweep.mlflow_parent_run_id = result.mlflow_parent_run_id or sweep.mlflow_parent_run_id
     sweep.mlflow_experiment_id = result.mlflow_experiment_id or sweep.mlflow_experiment_id
+
+
+def claim_queued(session: Session, sweep: Sweep) -> bool:
+    """Atomically move a queued sweep to running; False when it left the queue meanwhile (e.g. cancelled)."""
+    claimed = session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep.id, Sweep.status == "queued")
+        .values(status="running", started_at=func.coalesce(Sweep.started_at, utcnow()))
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(sweep)
+    return claimed.rowcount == 1
+
+
+def mark_cancel(session: Session, sweep_id: str) -> str | None:
+    """Record a cancel request with conditional updates (no lost update against the runner): a queued sweep is
+    cancelled at once, a running one flagged. Returns the status it had, or None when it had already finished."""
+    now = utcnow()
+    queued = session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if queued.rowcount == 1:
+        return "queued"
+    running = session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.status == "running")
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    return "running" if running.rowcount == 1 else None

@@ -7,13 +7,11 @@ up in `LIVE`, which `run_sweep` fills for the duration of the sweep in this proc
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.experiment import Trial
 
@@ -37,7 +35,6 @@ class LiveSweep:
 
 
 LIVE: dict[str, LiveSweep] = {}
-logger = logging.getLogger(__name__)
 
 
 def attempts(audit_dir: Path, trial_id: str) -> int:
@@ -107,12 +104,7 @@ class SweepCallback(tune.Callback):
         status = "completed" if trial.last_result.get(FINAL_FLAG) == 1 else "stopped"
         checkpoint = trial.checkpoint
         if live.spec.mlflow.log_models and checkpoint is not None:
-            try:
-                live.tracker.log_model(trial.trial_id, params, Path(checkpoint.path) / CHECKPOINT_FILE)
-            except (MlflowException, OSError) as error:
-                # Raised here, Tune would count it as the trial's failure; run_sweep logs the model again after
-                # the trials and raises then if it still fails.
-                logger.warning("trial %s: model logging deferred to the end of the sweep: %s", trial.trial_id, error)
+            live.tracker.log_model_later(trial.trial_id, params, Path(checkpoint.path) / CHECKPOINT_FILE)
         live.tracker.end_trial(trial.trial_id, params, status, attempts=attempts(live.audit_dir, trial.trial_id))
         self._emit(trials)
 

@@ -19,16 +19,8 @@ def objective_metrics(spec: SweepSpec) -> tuple[list[str], list[str]]:
     return [o.metric for o in spec.objectives], [MODES[o.direction] for o in spec.objectives]
 
 
-def constraint_violations(spec: SweepSpec, metrics: dict[str, float]) -> list[float]:
-    """Optuna's convention: one value per constraint, <= 0 when it holds; a collapsed model violates by 1."""
-    values = [constraint.violation(metrics) for constraint in spec.constraints]
-    if spec.asks_for_non_collapse():
-        values.append(1.0 if metrics.get("collapsed", 0.0) >= 0.5 else -1.0)
-    return values
-
-
 def constraint_count(spec: SweepSpec) -> int:
-    """How many values `constraint_violations` returns for this spec."""
+    """How many values `SweepSpec.constraint_violations` returns."""
     return len(spec.constraints) + (1 if spec.asks_for_non_collapse() else 0)
 
 

@@ -222,6 +222,14 @@ class SweepSpec(_Strict):
             raise ValueError("objectives: iwae_ll needs iwae_samples >= 1")
         return self
 
+    def constraint_violations(self, metrics: dict[str, float]) -> list[float]:
+        """Optuna's convention: one value per constraint, <= 0 when it holds; a collapsed model violates one more
+        (present when the spec asks for non-collapse)."""
+        values = [constraint.violation(metrics) for constraint in self.constraints]
+        if self.asks_for_non_collapse():
+            values.append(1.0 if metrics.get("collapsed", 0.0) >= 0.5 else -1.0)
+        return values
+
     def asks_for_non_collapse(self) -> bool:
         """True when an objective or a lower-bound constraint rewards a non-collapsed latent code."""
         rewarded = any(o.metric in NON_COLLAPSE_METRICS and o.direction == "maximize" for o in self.objectives)

@@ -24,7 +24,7 @@ from workers.selection import annotate, select
 from workers.spec import SpecError, SweepSpec
 from workers.stoppers import CancelStopper, CollapseStopper
 from workers.tracking import SweepTracker, numeric_metrics
-from workers.trainable import FINAL_FLAG, train_trial
+from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, train_trial
 
 STORAGE_ROOT_ENV = "RDVAE_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = ".rdvae/sweeps"
@@ -155,8 +155,8 @@ def _outcomes(spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep) -> list[T
         run_id = live.tracker.child_run(trial_id, params)
         model_uri = None
         if status != "failed" and values and result.checkpoint is not None and spec.mlflow.log_models:
-            # Idempotent: logged by the callback already unless the driver stopped in between.
-            model_uri = live.tracker.log_model(trial_id, params, Path(result.checkpoint.path) / "model.pt")
+            # Started by the callback when the trial ended; logged here if that did not happen (driver restarted).
+            model_uri = live.tracker.model_uri(trial_id, params, Path(result.checkpoint.path) / CHECKPOINT_FILE)
         outcome = TrialOutcome(
             trial_id=trial_id,
             number=_trial_number(trial_id, result.path),
@@ -203,6 +203,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
     owns_ray = connect_ray(ray_address)
+    tracker: SweepTracker | None = None
     try:
         tracker = SweepTracker(spec, sweep_id, sweep_dir, tracking_uri)
         live = LiveSweep(spec, sweep_id, tracker, audit_dir, on_progress=on_progress, should_stop=should_stop)
@@ -230,6 +231,8 @@ def run_sweep(
         return result
     finally:
         LIVE.pop(sweep_id, None)
+        if tracker is not None:
+            tracker.close()
         if owns_ray:
             ray.shutdown()
 

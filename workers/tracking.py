@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,10 @@ class SweepTracker:
             self.experiment_id = experiment.experiment_id
         self._children: dict[str, str] = {}
         self.parent_run_id = self._parent_run()
+        # Models are logged off the Tune event loop: serialising and uploading one takes ~1 s, during which
+        # the driver would not start the next trial. MLflow's fluent run stack is thread-local.
+        self._models = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdvae-models")
+        self._pending: dict[str, Future[str]] = {}
 
     def _parent_run(self) -> str:
         state_path = self.sweep_dir / _STATE_FILE
@@ -152,6 +157,23 @@ class SweepTracker:
             tags.append(RunTag("rdvae.error", error[:_MAX_TAG]))
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, status="FAILED" if status == "failed" else "FINISHED")
+
+    def log_model_later(self, trial_id: str, params: dict[str, Any], checkpoint_file: Path) -> None:
+        """Start logging a trial's model in the background (see `model_uri`)."""
+        if trial_id not in self._pending:
+            self.child_run(trial_id, params)
+            self._pending[trial_id] = self._models.submit(self.log_model, trial_id, params, checkpoint_file)
+
+    def model_uri(self, trial_id: str, params: dict[str, Any], checkpoint_file: Path) -> str:
+        """The trial's model URI: the background upload's result, else (not started, or it failed) log it now."""
+        pending = self._pending.pop(trial_id, None)
+        if pending is not None and pending.exception() is None:
+            return pending.result()
+        return self.log_model(trial_id, params, checkpoint_file)
+
+    def close(self) -> None:
+        """Wait for background model uploads."""
+        self._models.shutdown(wait=True)
 
     def log_model(self, trial_id: str, params: dict[str, Any], checkpoint_file: Path) -> str:
         """Log a trial's final model (PyTorch flavour, pickled VAE) once; returns its model URI."""

@@ -13,7 +13,6 @@ import ray
 from ray import tune
 
 from rdvae import DataSplits, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, fit
-from workers.search import constraint_violations
 from workers.spec import SweepSpec
 
 CHECKPOINT_FILE = "model.pt"
@@ -90,7 +89,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
     )
     assert result.validation is not None and result.test is not None
     final = result.validation.as_dict()
-    violations = constraint_violations(spec, final)
+    violations = spec.constraint_violations(final)
     final.update({f"constraint_{index}": value for index, value in enumerate(violations)})
     final.update({f"test_{key}": value for key, value in result.test.as_dict().items()})
     final.update({"epoch": spec.epochs, FINAL_FLAG: 1, "train_seconds": result.train_seconds})

@@ -177,10 +177,10 @@ def cancel(
     runner: RunnerDep,
 ) -> SweepDetail:
     sweep = _found(session, sweep_id)
-    if sweep.status in store.FINISHED:
+    previous = runner.request_cancel(session, sweep_id)
+    session.refresh(sweep)
+    if previous is None:
         raise ApiError(409, f"sweep {sweep_id} already {sweep.status}; only queued or running sweeps can be cancelled")
-    runner.request_cancel(session, sweep)
-    session.commit()
     return get_sweep(request, sweep_id, None, session, settings)
 
 

@@ -111,12 +111,14 @@ def test_cancel_running_and_queued(
     runner.tick()
     wait_until(lambda: (settings.sweeps_dir / running_id / "progress.jsonl").exists(), timeout=20)
     with session_scope(factory) as session:
-        runner.request_cancel(session, store.get_sweep(session, queued_id))
-        runner.request_cancel(session, store.get_sweep(session, running_id))
+        assert runner.request_cancel(session, queued_id) == "queued"
+        assert runner.request_cancel(session, running_id) == "running"
     assert _sweep(factory, queued_id).status == "cancelled"
     sweep = wait_until(lambda: _finished(factory, runner, running_id), timeout=20)
     assert sweep.status == "cancelled" and sweep.result.cancelled
     assert _sweep(factory, queued_id).launches == 0
+    with session_scope(factory) as session:
+        assert runner.request_cancel(session, running_id) is None  # finished: nothing to cancel
 
 
 def test_driver_failure_is_recorded_with_its_log(
@@ -146,3 +148,18 @@ def test_one_runner_leads_per_state_dir(settings: Settings, factory: sessionmake
     leader.stop()
     assert follower._lead()
     follower.stop()
+
+
+def test_a_sweep_cancelled_while_the_runner_looks_is_never_launched(
+    settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    sweep_id = _submit(factory, settings)
+    with session_scope(factory) as runner_view:
+        sweep = store.get_sweep(runner_view, sweep_id)  # the runner has read it as queued...
+        with session_scope(factory) as request:
+            assert store.mark_cancel(request, sweep_id) == "queued"  # ...when a cancel lands
+        assert not store.claim_queued(runner_view, sweep)
+    Runner(settings, factory).tick()
+    sweep = _sweep(factory, sweep_id)
+    assert sweep.status == "cancelled" and sweep.launches == 0
+    assert not (settings.sweeps_dir / sweep_id).exists()

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from workers import SweepSpec
-from workers.search import ConstrainedOptunaSearch, constraint_violations, grid_size, warm_start_points
+from workers.search import ConstrainedOptunaSearch, grid_size, warm_start_points
 from workers.trainable import run_config
 
 BOTH = SweepSpec.model_validate(
@@ -36,7 +36,7 @@ def test_constraint_values_reach_the_optuna_trial() -> None:
     search = ConstrainedOptunaSearch(BOTH)
     search.suggest("a")
     metrics = {"elbo": -40.0, "active_units": 0.0, "collapsed": 1.0}
-    violations = constraint_violations(BOTH, metrics)
+    violations = BOTH.constraint_violations(metrics)
     assert violations == [1.0, 1.0]  # default active_units >= 1 fails by 1; the model is collapsed
     result = {**metrics, **{f"constraint_{i}": v for i, v in enumerate(violations)}}
     search.on_trial_complete("a", result=result)
