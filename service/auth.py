@@ -45,12 +45,12 @@ def _authenticate(request: Request, credentials: HTTPAuthorizationCredentials | 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_writer(request: Request, credentials: Credentials) -> str:
-    """Owner name of the caller of a mutating endpoint."""
+async def require_writer(request: Request, credentials: Credentials) -> str:
+    """Owner name of the caller of a mutating endpoint (async: pure CPU, no thread-pool hop)."""
     return _authenticate(request, credentials)
 
 
-def require_reader(request: Request, credentials: Credentials) -> str | None:
+async def require_reader(request: Request, credentials: Credentials) -> str | None:
     """Reads are open unless RDVAE_OPEN_READS=false."""
     if request.app.state.settings.open_reads:
         return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,7 +12,9 @@ from service.runner import Runner
 from service.settings import Settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request. Async (no thread hop; it only opens a connection when the endpoint, which runs in
+    the thread pool, first queries); the commit at the end is a no-op for routes that committed themselves."""
     session = request.app.state.session_factory()
     try:
         yield session
@@ -24,11 +26,11 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_runner(request: Request) -> Runner:
+async def get_runner(request: Request) -> Runner:
     return request.app.state.runner
 
 

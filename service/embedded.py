@@ -6,6 +6,7 @@ so a stop takes down exactly what was started here and nothing else (never `ray 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -62,6 +63,7 @@ class EmbeddedStack:
     ray_address: str = ""
     processes: list[subprocess.Popen] = field(default_factory=list)
     ray_temp_dir: Path | None = None
+    _ray_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -75,9 +77,11 @@ class EmbeddedStack:
 
     def start(self, mlflow_port: int = 5000, ray_port: int = 0, num_cpus: int | None = None) -> EmbeddedStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            self._start_mlflow(mlflow_port or free_port())
-            self._start_ray(ray_port or free_port(), num_cpus)
+        try:  # both start at once and are then awaited: start-up is dominated by their imports
+            mlflow = self._start_mlflow(mlflow_port or free_port())
+            ray = self._start_ray(ray_port or free_port(), num_cpus)
+            _wait(lambda: _answers(f"{self.mlflow_uri}/health"), mlflow, "mlflow server", self.state_dir / "mlflow.log")
+            _wait(lambda: _ray_ready(self.ray_address, self._ray_env), ray, "ray head", self.state_dir / "ray.log")
         except BaseException:
             self.stop()
             raise
@@ -99,7 +103,7 @@ class EmbeddedStack:
         self.processes.append(process)
         return process
 
-    def _start_mlflow(self, port: int) -> None:
+    def _start_mlflow(self, port: int) -> subprocess.Popen:
         store = (self.state_dir / "mlflow").resolve()
         store.mkdir(parents=True, exist_ok=True)
         command = [
@@ -110,9 +114,9 @@ class EmbeddedStack:
         ]  # fmt: skip
         process = self._spawn(command, "mlflow")
         self.mlflow_uri = f"http://{LOOPBACK}:{port}"
-        _wait(lambda: _answers(f"{self.mlflow_uri}/health"), process, "mlflow server", self.state_dir / "mlflow.log")
+        return process
 
-    def _start_ray(self, port: int, num_cpus: int | None) -> None:
+    def _start_ray(self, port: int, num_cpus: int | None) -> subprocess.Popen:
         # Ray's socket paths must stay short, so its temp dir lives in /tmp, keyed by port.
         self.ray_temp_dir = Path("/tmp") / f"rdvae-serve-{port}"
         command = [
@@ -126,10 +130,16 @@ class EmbeddedStack:
         env = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "3", **os.environ, **self.env}
         env.pop("RAY_ADDRESS", None)
         process = self._spawn(command, "ray", env)
+        self._ray_env = env  # `ray status` must run with the head's environment (auth mode, loopback)
         self.ray_address = f"{LOOPBACK}:{port}"
-        _wait(lambda: _ray_ready(self.ray_address, env), process, "ray head", self.state_dir / "ray.log")
+        return process
 
     def stop(self) -> None:
+        """SIGTERM every child group at once (newest first), then wait for each, SIGKILL what lingers."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
         for process in reversed(self.processes):
             stop_group(process)
         self.processes.clear()

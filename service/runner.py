@@ -190,14 +190,14 @@ class Runner:
         """Reconcile running sweeps with their drivers, then start queued ones while slots are free."""
         with self._lock, session_scope(self.session_factory) as session:
             for sweep in store.running_sweeps(session):
-                self._check(sweep)
+                self._check(session, sweep)
                 session.commit()
             slots = self.settings.max_running_sweeps - len(store.running_sweeps(session))
             for sweep in store.queued_in_order(session)[: max(0, slots)]:
                 if not store.claim_queued(session, sweep):
                     continue
                 session.commit()  # claimed before launching: a crash in between means "resume", never "lost"
-                self._launch(sweep)
+                self._launch(session, sweep)
                 session.commit()
 
     def request_cancel(self, session: Session, sweep_id: str) -> str | None:
@@ -252,7 +252,7 @@ class Runner:
             command += ["--ray-address", self.settings.ray_address]
         return command
 
-    def _launch(self, sweep: store.Sweep) -> None:
+    def _launch(self, session: Session, sweep: store.Sweep) -> None:
         directory = self.sweep_dir(sweep.id)
         directory.mkdir(parents=True, exist_ok=True)
         if driver_alive(directory):  # a driver for this sweep already runs: adopt it, never start a second
@@ -265,6 +265,8 @@ class Runner:
                 f"last log:\n{_log_tail(directory / LOG_FILE)}",
             )
             return
+        sweep.launches += 1  # counted (committed) before the start: `driver_launches` counts attempts
+        session.commit()
         (directory / SPEC_FILE).write_text(sweep.spec_json)
         (directory / EXIT_FILE).unlink(missing_ok=True)
         env = {
@@ -284,7 +286,6 @@ class Runner:
         )
         threading.Thread(target=process.wait, daemon=True).start()  # reap it if it ends while we live
         sweep.driver_pid = process.pid
-        sweep.launches += 1
         logger.info("sweep %s: driver launch %d (pid %d)", sweep.id, sweep.launches, process.pid)
         self._await_lock(directory, process)
 
@@ -297,7 +298,7 @@ class Runner:
                 return
             time.sleep(0.02)
 
-    def _check(self, sweep: store.Sweep) -> None:
+    def _check(self, session: Session, sweep: store.Sweep) -> None:
         directory = self.sweep_dir(sweep.id)
         progress = read_last_progress(directory / PROGRESS_FILE)
         if progress is not None:
@@ -321,7 +322,7 @@ class Runner:
             self._finish(sweep, "failed", error=f"driver exited with {code}:\n{_log_tail(directory / LOG_FILE)}")
         else:  # killed (signal, OOM, reboot) without a verdict: resume it
             logger.warning("sweep %s: driver gone without a verdict (exit %s); resuming", sweep.id, code)
-            self._launch(sweep)
+            self._launch(session, sweep)
 
     def _escalate_cancel(self, sweep_id: str) -> None:
         """SIGTERM once (again after a restart, when this runner never sent it), SIGKILL after the grace period."""

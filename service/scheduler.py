@@ -63,12 +63,12 @@ def check_timezone(name: str) -> str:
 
 def fire_times(cron: str, timezone: str, after: datetime, count: int) -> list[datetime]:
     """The next `count` fire times strictly after `after`, in the schedule's timezone (DST as croniter handles it)."""
-    iterator = croniter(cron, _aware(after).astimezone(ZoneInfo(timezone)))
+    iterator = croniter(cron, as_utc(after).astimezone(ZoneInfo(timezone)))
     return [iterator.get_next(datetime) for _ in range(count)]
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes; everything is stored in UTC
+def as_utc(moment: datetime) -> datetime:
+    """`moment` with its timezone: SQLite hands back naive datetimes, and everything is stored in UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
@@ -158,10 +158,10 @@ def _fire_one(
 ) -> str | None:
     with session_scope(session_factory) as session:
         schedule = session.get(Schedule, schedule_id)
-        if schedule is None or schedule.paused or schedule.next_fire_at is None or _aware(schedule.next_fire_at) > now:
+        if schedule is None or schedule.paused or schedule.next_fire_at is None or as_utc(schedule.next_fire_at) > now:
             return None
         due_at = schedule.next_fire_at
-        missed = len(_times_between(schedule, _aware(due_at), now))
+        missed = len(_times_between(schedule, as_utc(due_at), now))
         following = fire_times(schedule.cron, schedule.timezone, now, 1)[0].astimezone(UTC)
         # compare-and-set: only the process that moves next_fire_at away from `due_at` fires this time
         claimed = session.execute(

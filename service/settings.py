@@ -6,10 +6,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class Quota(BaseModel):
+    """Per-token overrides of the default quotas; unset fields keep the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_trials_per_sweep: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    max_active_sweeps_per_token: int | None = Field(None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -36,6 +46,9 @@ class Settings(BaseSettings):
     max_trials_per_sweep: int = Field(200, ge=1, description="Per-token quota on `n_trials` (422 beyond).")
     max_epochs: int = Field(200, ge=1, description="Per-token quota on `epochs` (422 beyond).")
     max_active_sweeps_per_token: int = Field(4, ge=1, description="Queued + running sweeps per token (429 beyond).")
+    token_quotas: dict[str, Quota] = Field(
+        default_factory=dict, description='JSON: {"<owner>": {"max_epochs": 5, ...}}; owner as in GET responses.'
+    )
     max_body_bytes: int = Field(65_536, ge=1024, description="Larger request bodies get 413.")
     poll_interval_s: float = Field(0.5, gt=0.0, le=60.0, description="How often the runner looks at its drivers.")
     cancel_grace_s: float = Field(60.0, gt=0.0, description="SIGTERM to SIGKILL delay when cancelling a driver.")
@@ -48,6 +61,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
+
+    def quota(self, owner: str, name: str) -> int:
+        """The limit `name` for `owner`: its override in `token_quotas`, else the default setting."""
+        override = self.token_quotas.get(owner)
+        value = getattr(override, name) if override is not None else None
+        return value if value is not None else getattr(self, name)
 
     @cached_property
     def resolved_database_url(self) -> str:

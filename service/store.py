@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text, func, select, update
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from service.db import Base
@@ -25,6 +25,10 @@ class Sweep(Base):
     """One accepted sweep. `seq` orders the FIFO queue; `driver_pid` is its supervisor (see runner)."""
 
     __tablename__ = "sweeps"
+    __table_args__ = (
+        Index("ix_sweeps_status_seq", "status", "seq"),
+        Index("ix_sweeps_owner_status", "owner", "status"),
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True, index=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,9 @@ SHARED_IMAGE = ("mlflow", "ray-head", "ray-worker", "api")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY", re.IGNORECASE)
 # Where each compose command (and its healthcheck) is run outside Docker, with the same entry point and env names.
 EXERCISED_BY = {
-    "mlflow": "tests/test_compose.py::test_mlflow_command_runs_on_loopback",
-    "ray-head": "tests/test_compose.py::test_ray_head_and_worker_commands_run_on_loopback",
-    "ray-worker": "tests/test_compose.py::test_ray_head_and_worker_commands_run_on_loopback",
+    "mlflow": "tests/test_compose.py::test_mlflow_and_ray_commands_run_on_loopback",
+    "ray-head": "tests/test_compose.py::test_mlflow_and_ray_commands_run_on_loopback",
+    "ray-worker": "tests/test_compose.py::test_mlflow_and_ray_commands_run_on_loopback",
     "api": "tests/service/test_cli.py::api_server (fixture: the api command and environment, localized)",
 }
 # The stock postgres image runs its own entrypoint; only its healthcheck (pg_isready) is Docker-only.
@@ -113,42 +114,34 @@ def test_every_command_is_exercised_outside_docker(compose: dict) -> None:
         assert f"def {test.split(' ')[0]}(" in (ROOT / path).read_text(), where
 
 
-def test_mlflow_command_runs_on_loopback(tmp_path: Path) -> None:
-    port = str(free_port())
-    replacements = {
+@pytest.mark.slow
+def test_mlflow_and_ray_commands_run_on_loopback(tmp_path: Path) -> None:
+    """mlflow, ray-head and ray-worker commands and their healthchecks, localized; both servers start at once."""
+    mlflow_port, ray_port = str(free_port()), str(free_port())
+    address = f"127.0.0.1:{ray_port}"
+    mlflow = service_command("mlflow", TEST_ENV, {
         f"postgresql+psycopg://rdvae:pw@postgres:5432/{TEST_ENV['MLFLOW_DB']}": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "/mlartifacts": str(tmp_path / "artifacts"),
         "0.0.0.0": "127.0.0.1",
-        "5000": port,
-    }
-    command = service_command("mlflow", TEST_ENV, replacements)
-    command[0] = str(BIN / command[0])
-    with (tmp_path / "mlflow.log").open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/health", timeout=120, process=process)
-            probe = healthcheck_command("mlflow", TEST_ENV, {"5000": port})
-            subprocess.run(probe, check=True, timeout=30)
-        finally:
-            stop_process(process)
-
-
-def test_ray_head_and_worker_commands_run_on_loopback(tmp_path: Path) -> None:
-    port = str(free_port())
-    address = f"127.0.0.1:{port}"
+        "5000": mlflow_port,
+    })  # fmt: skip
     # Loopback-only extras: a private temp dir and a small CPU count on the shared test machine.
-    extras = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", f"/tmp/rdvae-compose-{port}"]
-    head = [str(BIN / "ray"), *service_command("ray-head", TEST_ENV, {"6379": port})[1:], *extras]
-    worker = [str(BIN / "ray"), *service_command("ray-worker", TEST_ENV, {"ray-head:6379": address})[1:]]
-    worker += extras[:2]
+    extras = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--temp-dir", f"/tmp/rdvae-compose-{ray_port}"]
+    head = [*service_command("ray-head", TEST_ENV, {"6379": ray_port}), *extras]
+    worker = [*service_command("ray-worker", TEST_ENV, {"ray-head:6379": address}), *extras[:2]]
+    for command in (mlflow, head, worker):
+        command[0] = str(BIN / command[0])
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     processes: list[subprocess.Popen] = []
     try:
-        with (tmp_path / "ray.log").open("w") as log:
-            processes.append(subprocess.Popen(head, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
-            root_conftest._wait_for_ray(address, processes[0], timeout=180.0)
+        with (tmp_path / "servers.log").open("w") as log:
+            for command in (mlflow, head):
+                processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                  start_new_session=True))  # fmt: skip
+        wait_for_http(f"http://127.0.0.1:{mlflow_port}/health", timeout=180, process=processes[0])
+        subprocess.run(healthcheck_command("mlflow", TEST_ENV, {"5000": mlflow_port}), check=True, timeout=30)
+        root_conftest._wait_for_ray(address, processes[1], timeout=180.0)
         head_probe = healthcheck_command("ray-head", TEST_ENV, {"127.0.0.1:6379": address})
         subprocess.run([str(BIN / "ray"), *head_probe[1:]], check=True, capture_output=True, timeout=60)
         # A real join cannot stay on loopback: in cluster mode Ray rewrites 127.0.0.1 to the interface address.
@@ -159,6 +152,9 @@ def test_ray_head_and_worker_commands_run_on_loopback(tmp_path: Path) -> None:
         worker_probe = healthcheck_command("ray-worker", TEST_ENV, {"ray-head:6379": address})
         subprocess.run([str(BIN / "ray"), *worker_probe[1:]], check=True, capture_output=True, timeout=60)
     finally:
-        for process in reversed(processes):
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
             stop_process(process)
         shutil.rmtree(extras[-1], ignore_errors=True)

@@ -13,11 +13,8 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-import ray
-
 from workers.results import SweepProgress
-from workers.spec import SpecError, load_spec
-from workers.sweep import connect_ray, run_sweep
+from workers.spec import SpecError, check_sweep_id, load_spec
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 3
 
@@ -40,9 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         spec = load_spec(args.spec)
+        check_sweep_id(args.sweep_id)
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    # Ray and MLflow load only for a valid spec: a refused spec answers in about a second.
+    import ray
+
+    from workers.sweep import connect_ray, run_sweep
+
     cancelled: list[int] = []
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:

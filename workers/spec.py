@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +59,9 @@ class SearchSpace(_Strict):
     beta: LogRange = Field(default_factory=lambda: LogRange(low=0.05, high=20.0))
     C: LinearRange = Field(default_factory=lambda: LinearRange(low=0.0, high=30.0))
     gamma: float = Field(100.0, gt=0.0, le=1e5, description="Weight of |R - C| (fixed, not searched).")
+    capacity_anneal_steps: int = Field(
+        1000, ge=0, le=10_000_000, description="Optimiser steps over which C_t rises from 0 to C (fixed)."
+    )
     learning_rate: LogRange | None = Field(None, description="Searched when given, else `SweepSpec.learning_rate`.")
     latent_dim: list[int] | None = Field(None, min_length=1, description="Categorical choice of latent sizes.")
     decoder: list[Literal["mlp", "conv", "made"]] | None = Field(
@@ -238,6 +242,16 @@ class SweepSpec(_Strict):
 
 class SpecError(ValueError):
     """A sweep specification that cannot be read or validated; the message names the field."""
+
+
+_SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_sweep_id(sweep_id: str) -> str:
+    """A sweep id names a directory: 1-128 letters, digits, '.', '_' or '-', not starting with a dot or dash."""
+    if not _SWEEP_ID.match(sweep_id):
+        raise SpecError(f"sweep_id {sweep_id!r}: use 1-128 letters, digits, '.', '_' or '-'")
+    return sweep_id
 
 
 def describe_validation_error(error: ValidationError) -> str:

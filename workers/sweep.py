@@ -21,7 +21,7 @@ from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
 from workers.search import ConstrainedOptunaSearch
 from workers.selection import annotate, select
-from workers.spec import SpecError, SweepSpec
+from workers.spec import SpecError, SweepSpec, check_sweep_id
 from workers.stoppers import CancelStopper, CollapseStopper
 from workers.tracking import SweepTracker, numeric_metrics
 from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, train_trial
@@ -32,7 +32,6 @@ RAY_ADDRESS_ENV = "RAY_ADDRESS"
 # Ray's "clusters disabled" mode (meant for laptops) binds every Ray process to 127.0.0.1 instead of the host's
 # interface address; a sweep that starts its own Ray has no other node to talk to, so it stays on loopback.
 _LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SPEC_FILE = "spec.json"
 _RESULT_FILE = "result.json"
 _AUDIT_DIR = "starts"
@@ -192,8 +191,7 @@ def run_sweep(
     """
     started = time.perf_counter()
     sweep_id = sweep_id or new_sweep_id(spec)
-    if not _SWEEP_ID.match(sweep_id):
-        raise SpecError(f"sweep_id {sweep_id!r}: use 1-128 letters, digits, '.', '_' or '-'")
+    check_sweep_id(sweep_id)
     root = resolve_storage_root(storage_root)
     sweep_dir = root / sweep_id
     _pin_spec(spec, sweep_dir)

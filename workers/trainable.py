@@ -23,7 +23,12 @@ def run_config(spec: SweepSpec, params: dict[str, Any], device: str = "cpu") -> 
     """The rdvae run of one trial: the spec's fixed settings overridden by the sampled `params`."""
     space = spec.search_space
     if params.get("objective", "beta") == "capacity":
-        objective = ObjectiveConfig(kind="capacity", capacity=float(params["C"]), gamma=space.gamma)
+        objective = ObjectiveConfig(
+            kind="capacity",
+            capacity=float(params["C"]),
+            gamma=space.gamma,
+            capacity_anneal_steps=space.capacity_anneal_steps,
+        )
     else:
         objective = ObjectiveConfig(kind="beta", beta=float(params["beta"]))
     model_overrides = {key: params[key] for key in ("latent_dim", "decoder") if key in params}

@@ -18,10 +18,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.auth import Reader, Writer
-from service.deps import SessionDep
+from service.deps import SessionDep, SettingsDep
 from service.errors import ApiError
-from service.scheduler import Schedule, Scheduler, check_cron, check_timezone, create_schedule, reschedule, utcnow
-from service.schemas import ErrorBody
+from service.runner import SpecRejectedError, check_spec
+from service.scheduler import (
+    Schedule,
+    Scheduler,
+    as_utc,
+    check_cron,
+    check_timezone,
+    create_schedule,
+    reschedule,
+    utcnow,
+)
+from service.schemas import ErrorBody, FieldError
+from service.settings import Settings
 from workers.spec import SweepSpec
 
 
@@ -119,12 +130,23 @@ def _wake(request: Request) -> None:
 def _view(schedule: Schedule, now: datetime, upcoming: int) -> ScheduleView:
     return ScheduleView(
         id=schedule.id, name=schedule.name, cron=schedule.cron, timezone=schedule.timezone, paused=schedule.paused,
-        warm_start=schedule.warm_start, owner=schedule.owner, created_at=schedule.created_at,
-        next_fire_times=schedule.upcoming(now, upcoming), last_fired_at=schedule.last_fired_at,
+        warm_start=schedule.warm_start, owner=schedule.owner, created_at=as_utc(schedule.created_at),
+        next_fire_times=schedule.upcoming(now, upcoming),
+        last_fired_at=as_utc(schedule.last_fired_at) if schedule.last_fired_at else None,
         last_sweep_id=schedule.last_sweep_id, fire_count=schedule.fire_count, missed_count=schedule.missed_count,
         last_error=schedule.last_error, spec=schedule.spec,
         last_warm_start_params=json.loads(schedule.last_warm_start_json) if schedule.last_warm_start_json else None,
     )  # fmt: skip
+
+
+def _runnable(spec: SweepSpec, settings: Settings) -> None:
+    """The same data-root rule as POST /v1/sweeps, checked now rather than at the first fire time."""
+    try:
+        check_spec(spec, settings.data_root)
+    except SpecRejectedError as error:
+        field = error.field.replace("body.", "body.spec.", 1)
+        raise ApiError(422, f"invalid request: {field}: {error.reason}",
+                       errors=[FieldError(field=field, reason=error.reason)]) from error  # fmt: skip
 
 
 def _found(session: Session, schedule_id: str) -> Schedule:
@@ -136,8 +158,9 @@ def _found(session: Session, schedule_id: str) -> Schedule:
 
 @router.post("", status_code=201, response_model=ScheduleView, summary="Create a schedule",
              responses={401: _E, 422: _E})  # fmt: skip
-def create(request: Request, body: ScheduleCreate, owner: Writer, session: SessionDep,
+def create(request: Request, body: ScheduleCreate, owner: Writer, session: SessionDep, settings: SettingsDep,
            upcoming: Upcoming = 5) -> ScheduleView:  # fmt: skip
+    _runnable(body.spec, settings)
     now = _now(request)
     schedule = create_schedule(session, name=body.name, cron=body.cron, timezone=body.timezone, spec=body.spec,
                                warm_start=body.warm_start, paused=body.paused, owner=owner, now=now)  # fmt: skip
@@ -165,8 +188,10 @@ def get_schedule(request: Request, schedule_id: ScheduleId, _reader: Reader, ses
 @router.patch("/{schedule_id}", response_model=ScheduleView, summary="Change cron, timezone, spec or warm start",
               responses={401: _E, 404: _E, 422: _E})  # fmt: skip
 def update_schedule(request: Request, schedule_id: ScheduleId, body: ScheduleUpdate, _owner: Writer,
-                    session: SessionDep) -> ScheduleView:  # fmt: skip
+                    session: SessionDep, settings: SettingsDep) -> ScheduleView:  # fmt: skip
     schedule = _found(session, schedule_id)
+    if body.spec is not None:
+        _runnable(body.spec, settings)
     changes = body.model_dump(exclude_unset=True)
     for key in ("name", "cron", "timezone", "warm_start"):
         if key in changes and (changes[key] is not None or key == "name"):

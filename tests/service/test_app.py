@@ -124,6 +124,26 @@ def test_quotas_name_the_limit(client: TestClient, settings: Settings) -> None:
     assert other.status_code == 202  # the quota is per token
 
 
+def test_quotas_can_be_overridden_per_token(settings: Settings) -> None:
+    strict = {owner_of(TOKEN_B): {"max_epochs": 1, "max_active_sweeps_per_token": 1}}
+    with TestClient(create_app(settings.model_copy(update={"token_quotas": strict}), start_runner=False)) as client:
+        other = {"Authorization": f"Bearer {TOKEN_B}"}
+        refused = client.post("/v1/sweeps", json={**TINY, "epochs": 2}, headers=other)
+        assert refused.status_code == 422 and refused.json()["limit"] == "max_epochs"
+        assert client.post("/v1/sweeps", json=TINY, headers=other).status_code == 202
+        assert client.post("/v1/sweeps", json=TINY, headers=other).status_code == 429
+        assert client.post("/v1/sweeps", json={**TINY, "epochs": 2}, headers=AUTH).status_code == 202
+
+
+def test_token_quotas_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RDVAE_TOKEN_QUOTAS", '{"token-abc": {"max_epochs": 3}}')
+    monkeypatch.setenv("RDVAE_API_TOKENS", "a, b ,")
+    loaded = Settings()
+    assert loaded.api_tokens == ["a", "b"]
+    assert loaded.quota("token-abc", "max_epochs") == 3
+    assert loaded.quota("token-abc", "max_trials_per_sweep") == loaded.max_trials_per_sweep
+
+
 def test_request_bodies_are_size_limited(client: TestClient, settings: Settings) -> None:
     big = {**TINY, "name": "x" * 100, "padding": "y" * settings.max_body_bytes}
     answer = client.post("/v1/sweeps", json=big, headers=AUTH)

@@ -19,6 +19,7 @@ BIN = Path(sys.executable).parent
 TINY = {"name": "cli-tiny", "dataset": "digits", "n_trials": 3, "max_concurrent_trials": 1, "epochs": 1,
         "iwae_samples": 5, "sampler": "random"}  # fmt: skip
 COMPOSE_ENV = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "p", "POSTGRES_DB": "d", "RDVAE_API_TOKENS": TOKEN}
+pytestmark = pytest.mark.slow
 
 
 class Api:
@@ -170,3 +171,25 @@ def test_schedules_fire_once_and_survive_a_restart(api_server: Api, spec_file: C
     assert origins.count(f"schedule:{schedule_id}") == 1
     removed = rdvae("schedule", "rm", schedule_id, url=url)
     assert removed.returncode == 0 and client.get(f"/v1/schedules/{schedule_id}").status_code == 404
+
+
+def test_schedule_update_and_validation_over_http(api_server: Api) -> None:
+    client = httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    body = {"cron": "@daily", "timezone": "UTC", "spec": TINY}
+    outside = client.post(
+        "/v1/schedules", json={**body, "spec": {**TINY, "dataset": {"name": "file", "path": "../x.npy"}}}
+    )
+    assert outside.status_code == 422 and outside.json()["errors"][0]["field"] == "body.spec.dataset.path"
+    created = client.post("/v1/schedules", json=body, params={"upcoming": 2})
+    assert created.status_code == 201 and len(created.json()["next_fire_times"]) == 2
+    schedule_id = created.json()["id"]
+    assert all(t.endswith("T00:00:00Z") for t in created.json()["next_fire_times"])
+    changed = client.patch(f"/v1/schedules/{schedule_id}", json={"cron": "15 6 * * *", "timezone": "Asia/Tokyo"})
+    assert changed.status_code == 200
+    assert changed.json()["next_fire_times"][0].endswith("T06:15:00+09:00")
+    bad = client.patch(f"/v1/schedules/{schedule_id}", json={"cron": "15 25 * * *"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.cron"
+    assert client.post("/v1/schedules/nope/pause").status_code == 404
+    anonymous = httpx.post(f"{api_server.url}/v1/schedules", json=body, timeout=30)
+    assert anonymous.status_code == 401
+    assert client.delete(f"/v1/schedules/{schedule_id}").status_code == 204

@@ -112,7 +112,8 @@ def test_sigkill_of_the_api_loses_nothing_and_runs_nothing_twice(api: ApiProcess
     with api.client() as client:
         spec = tiny("restart", n_trials=3, max_concurrent_trials=1, epochs=2)
         sweep_id = client.post("/v1/sweeps", json=spec).json()["id"]
-        _poll(client, sweep_id, ("running", *FINISHED))
+        # the driver is up once it has reported its MLflow parent run
+        wait_until(lambda: client.get(f"/v1/sweeps/{sweep_id}").json()["mlflow_parent_run_id"], timeout=150)
     api.kill()  # 1: the API dies, its driver survives -> the new API re-attaches to it
     api.start()
     with api.client() as client:
