@@ -28,7 +28,7 @@ COPY service ./service
 COPY examples ./examples
 RUN pip install --no-deps ".[postgres]" \
     && useradd --create-home --uid 1000 rdvae \
-    && mkdir -p /data /mlartifacts \
+    && mkdir -p /data/datasets /mlartifacts \
     && chown rdvae:rdvae /data /mlartifacts
 
 USER rdvae

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 WARM_START_FIELD = "warm_start_params"
+MAX_WARM_START_POINTS = 100
 
 
 def utcnow() -> datetime:
@@ -135,7 +136,8 @@ def _sweep_spec(session: Session, schedule: Schedule) -> SweepSpec:
     points = warm_start_params(session, schedule)
     schedule.last_warm_start_json = json.dumps(points)
     if points and WARM_START_FIELD in SweepSpec.model_fields:
-        spec = spec.model_copy(update={WARM_START_FIELD: points})
+        # validated, not copied: the stored spec must load again (SweepSpec caps the number of points)
+        spec = SweepSpec.model_validate({**spec.model_dump(), WARM_START_FIELD: points[:MAX_WARM_START_POINTS]})
     elif points:
         logger.warning("schedule %s: workers.SweepSpec has no %s; sweep starts cold", schedule.id, WARM_START_FIELD)
     return spec

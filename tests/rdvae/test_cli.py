@@ -38,7 +38,7 @@ def test_train_prints_progress_and_the_held_out_table() -> None:
     assert any(row.startswith("marginal KL") for row in rows) and any("mutual info" in row for row in rows)
 
 
-def test_train_json_checkpoint_and_resume(tmp_path: Path) -> None:
+def test_train_json_and_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "run.pt"
     first = run_cli("train", *TINY, "--C", "3", "--gamma", "50", "--iwae-samples", "0", "--json",
                     "--checkpoint", str(checkpoint), "--quiet")  # fmt: skip
@@ -54,11 +54,19 @@ def test_train_json_checkpoint_and_resume(tmp_path: Path) -> None:
         assert metrics["elbo"] == pytest.approx(-(metrics["rate"] + metrics["distortion"]))
         assert len(metrics["kl_per_dim"]) == 4
         assert "nll" not in metrics  # --iwae-samples 0
-    resumed = run_cli("train", *TINY[:2], "--epochs", "3", *TINY[4:], "--C", "3", "--gamma", "50",
-                      "--iwae-samples", "0", "--json", "--resume", str(checkpoint))  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    assert "epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
-    assert json.loads(resumed.stdout)["epochs_run"] == 3
+
+
+def test_resume_continues_from_the_checkpoint_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = tmp_path / "run.pt"
+    assert main(["train", *TINY, "--iwae-samples", "0", "--checkpoint", str(checkpoint), "--quiet"]) == 0
+    capsys.readouterr()
+    resumed = ["train", *TINY[:2], "--epochs", "3", *TINY[4:], "--iwae-samples", "0", "--json"]
+    assert main([*resumed, "--resume", str(checkpoint)]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 3/3" in captured.err and "epoch 1/3" not in captured.err
+    assert json.loads(captured.out)["epochs_run"] == 3
+    assert main([*resumed, "--resume", str(tmp_path / "absent.pt")]) == 2
+    assert "absent.pt" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

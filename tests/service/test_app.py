@@ -14,7 +14,7 @@ from service_helpers import TOKEN, TOKEN_B
 
 from service.app import create_app
 from service.auth import check_bind, owner_of
-from service.settings import Settings
+from service.settings import Quota, Settings
 
 TINY = {"dataset": "digits", "n_trials": 2, "epochs": 1}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -125,7 +125,7 @@ def test_quotas_name_the_limit(client: TestClient, settings: Settings) -> None:
 
 
 def test_quotas_can_be_overridden_per_token(settings: Settings) -> None:
-    strict = {owner_of(TOKEN_B): {"max_epochs": 1, "max_active_sweeps_per_token": 1}}
+    strict = {owner_of(TOKEN_B): Quota(max_epochs=1, max_active_sweeps_per_token=1)}
     with TestClient(create_app(settings.model_copy(update={"token_quotas": strict}), start_runner=False)) as client:
         other = {"Authorization": f"Bearer {TOKEN_B}"}
         refused = client.post("/v1/sweeps", json={**TINY, "epochs": 2}, headers=other)

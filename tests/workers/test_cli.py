@@ -85,7 +85,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
     result = json.loads((tmp_path / "result.json").read_text())
     ids = [trial["trial_id"] for trial in result["trials"]]
     assert len(ids) == len(set(ids)) == spec["n_trials"]
-    assert all(trial["status"] == "completed" for trial in result["trials"])
+    statuses = {trial["trial_id"]: (trial["status"], trial["error"], trial["epochs"]) for trial in result["trials"]}
+    assert all(status == "completed" for status, _, _ in statuses.values()), statuses
     starts = tmp_path / "sweeps" / "resume" / "starts"
     for trial_id in finished_before:
         assert len((starts / f"{trial_id}.jsonl").read_text().splitlines()) == 1, f"{trial_id} ran twice"
