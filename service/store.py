@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, func, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, bindparam, func, select, update
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from service.db import Base
 from workers.results import SweepProgress, SweepResult
@@ -88,8 +88,37 @@ def create_sweep(session: Session, spec: SweepSpec, owner: str, origin: str = "a
     return sweep
 
 
+# The statements of the hot paths (GET a sweep, POST's quota checks) are built once: building a Select and its
+# cache key costs more than running it on SQLite.
+_AHEAD = aliased(Sweep)
+_BY_ID = select(Sweep).where(Sweep.id == bindparam("sweep_id"))
+_WITH_POSITION = select(
+    Sweep,
+    select(func.count())
+    .select_from(_AHEAD)
+    .where(_AHEAD.status == "queued", _AHEAD.seq < Sweep.seq)
+    .correlate(Sweep)
+    .scalar_subquery(),
+).where(Sweep.id == bindparam("sweep_id"))
+_QUEUED_AHEAD = select(func.count()).select_from(Sweep).where(Sweep.status == "queued", Sweep.seq < bindparam("seq"))
+_ACTIVE_FOR_OWNER = (
+    select(func.count()).select_from(Sweep).where(Sweep.owner == bindparam("owner"), Sweep.status.in_(ACTIVE))
+)
+_BY_STATUS = select(Sweep.status, func.count()).group_by(Sweep.status)
+_QUEUED = select(func.count()).select_from(Sweep).where(Sweep.status == "queued")
+
+
+def get_sweep_with_position(session: Session, sweep_id: str) -> tuple[Sweep | None, int | None]:
+    """The sweep and its 1-based FIFO position (None unless queued), in one round trip (the hot GET)."""
+    row = session.execute(_WITH_POSITION, {"sweep_id": sweep_id}).first()
+    if row is None:
+        return None, None
+    sweep, before = row
+    return sweep, before + 1 if sweep.status == "queued" else None
+
+
 def get_sweep(session: Session, sweep_id: str) -> Sweep | None:
-    return session.scalar(select(Sweep).where(Sweep.id == sweep_id))
+    return session.scalar(_BY_ID, {"sweep_id": sweep_id})
 
 
 def list_sweeps(session: Session, status: str | None, limit: int, offset: int) -> tuple[Sequence[Sweep], int]:
@@ -103,12 +132,15 @@ def list_sweeps(session: Session, status: str | None, limit: int, offset: int) -
 
 
 def count_active_for_owner(session: Session, owner: str) -> int:
-    query = select(func.count()).select_from(Sweep).where(Sweep.owner == owner, Sweep.status.in_(ACTIVE))
-    return int(session.scalar(query) or 0)
+    return int(session.scalar(_ACTIVE_FOR_OWNER, {"owner": owner}) or 0)
+
+
+def count_queued(session: Session) -> int:
+    return int(session.scalar(_QUEUED) or 0)
 
 
 def count_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Sweep.status, func.count()).group_by(Sweep.status)).all()
+    rows = session.execute(_BY_STATUS).all()
     return {status: int(n) for status, n in rows}
 
 
@@ -121,8 +153,7 @@ def queue_position(session: Session, sweep: Sweep) -> int | None:
     """1-based place of a queued sweep in the FIFO queue."""
     if sweep.status != "queued":
         return None
-    ahead = select(func.count()).select_from(Sweep).where(Sweep.status == "queued", Sweep.seq < sweep.seq)
-    return int(session.scalar(ahead) or 0) + 1
+    return int(session.scalar(_QUEUED_AHEAD, {"seq": sweep.seq}) or 0) + 1
 
 
 def queued_in_order(session: Session) -> Sequence[Sweep]:

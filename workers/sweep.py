@@ -129,7 +129,9 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.
             storage_path=str(root),
             stop=_stopper(spec, sweep_id),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: the saved experiment state may lag one report behind, and the checkpoint it names
+            # must still exist when a killed driver's sweep is restored.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[SweepCallback(sweep_id)],
             verbose=0,
         ),

@@ -119,7 +119,7 @@ def _check_quotas(session: Session, settings: Settings, spec: SweepSpec, owner: 
             f"{active} sweeps queued or running for this token; the quota is {max_active}",
             limit="max_active_sweeps_per_token",
         )
-    queued = store.count_by_status(session).get("queued", 0)
+    queued = store.count_queued(session)
     if queued >= settings.max_queued_sweeps:
         raise ApiError(429, f"the queue is full ({queued} sweeps)", limit="max_queued_sweeps")
 
@@ -153,13 +153,16 @@ async def get_sweep(
     session: SessionDep,
     settings: SettingsDep,
 ) -> SweepDetail:
-    return _detail(request, _found(session, sweep_id), session, settings)
+    sweep, position = store.get_sweep_with_position(session, sweep_id)
+    if sweep is None:
+        raise ApiError(404, f"no sweep with id {sweep_id!r}")
+    return _detail(request, sweep, position, settings)
 
 
-def _detail(request: Request, sweep: store.Sweep, session: Session, settings: Settings) -> SweepDetail:
+def _detail(request: Request, sweep: store.Sweep, position: int | None, settings: Settings) -> SweepDetail:
     return SweepDetail(
         **_summary(request, sweep).model_dump(),
-        queue_position=store.queue_position(session, sweep),
+        queue_position=position,
         cancel_requested=sweep.cancel_requested,
         error=sweep.error,
         mlflow_experiment_id=sweep.mlflow_experiment_id,
@@ -190,7 +193,7 @@ def cancel(
     session.refresh(sweep)
     if previous is None:
         raise ApiError(409, f"sweep {sweep_id} already {sweep.status}; only queued or running sweeps can be cancelled")
-    return _detail(request, sweep, session, settings)
+    return _detail(request, sweep, store.queue_position(session, sweep), settings)
 
 
 @router.get(
