@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,7 +148,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="rdvae-bench-"))
+    state = Path(tempfile.mkdtemp(prefix="rdvae-apiload-"))
+    atexit.register(shutil.rmtree, state, True)
     env = {
         **os.environ,
         "RDVAE_STATE_DIR": str(state),

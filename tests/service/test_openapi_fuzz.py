@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from service.settings import Settings
 
 # Built at collection: schemathesis' fixture loader does not support this pytest; the state dir is throw-away.
 _ROOT = Path(tempfile.mkdtemp(prefix="rdvae-fuzz-"))
+atexit.register(shutil.rmtree, _ROOT, True)
 _SETTINGS = Settings(state_dir=_ROOT / "state", data_root=_ROOT, api_tokens=[TOKEN], max_active_sweeps_per_token=10**6)
 _APP = create_app(_SETTINGS, start_runner=False)  # sweeps stay queued: this run is about the HTTP layer
 migrate(_APP.state.engine)
