@@ -223,7 +223,20 @@ class SweepTracker:
                 self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
                 tags["rdvae.champion"] = f"models:/{name}@{CHAMPION_ALIAS} (version {version.version})"
         self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._close_orphans({trial.trial_id for trial in result.trials})
         self.client.set_terminated(self.parent_run_id, status="KILLED" if result.cancelled else "FINISHED")
+
+    def _close_orphans(self, trial_ids: set[str]) -> None:
+        """A driver killed mid-trial leaves that trial's child run RUNNING while the resumed sweep runs the trial
+        under a new id: such runs end as KILLED, tagged, so the UI shows no phantom live trial."""
+        children = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in children:
+            if run.data.tags.get(TRIAL_TAG) not in trial_ids:
+                self.client.set_tag(run.info.run_id, "rdvae.orphaned", "driver killed mid-trial; trial re-run")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def _log_bytes(self, data: bytes, name: str) -> None:
         path = self.sweep_dir / name

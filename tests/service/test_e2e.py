@@ -149,7 +149,9 @@ def test_sigkill_of_the_api_loses_nothing_and_runs_nothing_twice(api: ApiProcess
     finished = {r.data.tags["rdvae.trial_id"] for r in children if r.info.status == "FINISHED"}
     assert finished == {t["trial_id"] for t in trials}
     # A trial cut off by the driver's death may be replaced by a fresh one on resume (Tune's snapshot predates
-    # it); its run is never FINISHED, so it is not counted as a trial.
+    # it); its run is never FINISHED, and the finished sweep closes it as KILLED: no phantom live run remains.
+    leftovers = [r for r in children if r.info.status != "FINISHED"]
+    assert all(r.info.status == "KILLED" and "rdvae.orphaned" in r.data.tags for r in leftovers)
 
 
 def _progressed(client: httpx.Client, sweep_id: str) -> dict | None:
