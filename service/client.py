@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import yaml
@@ -27,21 +29,63 @@ class CliError(Exception):
 
 def load_spec_file(path: Path) -> dict[str, Any]:
     """A spec (or schedule) YAML/JSON file as a mapping; the server validates its content."""
-    if not path.is_file():
+    if not path.exists():
         raise CliError(f"spec file {path} not found", EXIT_INVALID)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, not UTF-8
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise CliError(f"spec file {path} cannot be read: {reason}", EXIT_INVALID) from error
     except yaml.YAMLError as error:
         raise CliError(f"spec file {path} is not valid YAML: {error}".replace("\n", " "), EXIT_INVALID) from error
     if not isinstance(document, dict):
         raise CliError(f"spec file {path} must hold a mapping of SweepSpec fields", EXIT_INVALID)
+    problem = _not_json(document, "")
+    if problem is not None:
+        raise CliError(f"spec file {path}: {problem}", EXIT_INVALID)
     return document
+
+
+def _not_json(value: Any, field: str) -> str | None:
+    """The first value JSON cannot carry (YAML's .nan/.inf, dates, sets …), as `field: reason`; None when all can."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{field or 'spec'}: key {key!r} is not a string"
+            found = _not_json(item, f"{field}.{key}" if field else key)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{field}.{i}")) is not None), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{field}: {value} is not a finite number"
+    if value is None or isinstance(value, str | int | float):
+        return None
+    return f"{field}: a {type(value).__name__} is not a JSON value; quote it to make it a string"
+
+
+def _segment(value: str) -> str:
+    """An id as one URL path segment: `?`, `#`, `/` or `..` in it cannot reach another endpoint or sweep."""
+    return quote(value, safe="")
+
+
+def _check_target(url: str, token: str | None) -> None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise CliError(f"--url {url!r} is not a valid URL ({error}); e.g. {DEFAULT_URL}", EXIT_INVALID) from error
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CliError(f"--url {url!r}: expected http(s)://host:port, e.g. {DEFAULT_URL}", EXIT_INVALID)
+    if token is not None and not (token.isascii() and token.isprintable()):
+        raise CliError("--token (or RDVAE_TOKEN): a token is printable ASCII, without newlines", EXIT_INVALID)
 
 
 class ApiClient:
     """Calls the API at `url` with a bearer `token`; every non-2xx answer becomes a `CliError`."""
 
     def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        _check_target(url, token)
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -49,7 +93,7 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, json: Any = None, params: dict | None = None) -> Any:
+    def _send(self, method: str, path: str, json: Any = None, params: dict | None = None) -> httpx.Response:
         try:
             answer = self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as error:
@@ -58,34 +102,36 @@ class ApiClient:
                 "is `rdvae serve` running? Set --url or RDVAE_URL",
                 EXIT_UNREACHABLE,
             ) from error
-        if answer.is_success:
-            return answer.json() if answer.content else None
-        raise _error_of(answer)
+        if not answer.is_success:
+            raise _error_of(answer)
+        return answer
+
+    def request(self, method: str, path: str, json: Any = None, params: dict | None = None) -> Any:
+        answer = self._send(method, path, json, params)
+        return answer.json() if answer.content else None
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/v1/sweeps", json=spec)
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/sweeps/{sweep_id}")
+        return self.request("GET", f"/v1/sweeps/{_segment(sweep_id)}")
 
     def sweeps(self, status: str | None, limit: int) -> dict[str, Any]:
         params = {"limit": limit, **({"status": status} if status else {})}
         return self.request("GET", "/v1/sweeps", params=params)
 
     def pareto(self, sweep_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/sweeps/{sweep_id}/pareto")
+        return self.request("GET", f"/v1/sweeps/{_segment(sweep_id)}/pareto")
 
     def cancel(self, sweep_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/sweeps/{sweep_id}/cancel")
+        return self.request("POST", f"/v1/sweeps/{_segment(sweep_id)}/cancel")
 
     def plot(self, sweep_id: str) -> bytes:
-        try:
-            answer = self._http.get(f"/v1/sweeps/{sweep_id}/plot.png")
-        except httpx.TransportError as error:
-            raise CliError(f"cannot reach the rdvae API at {self.url}: {error}", EXIT_UNREACHABLE) from error
-        if not answer.is_success:
-            raise _error_of(answer)
-        return answer.content
+        return self._send("GET", f"/v1/sweeps/{_segment(sweep_id)}/plot.png").content
+
+    def schedule(self, method: str, schedule_id: str, action: str = "") -> Any:
+        """`method` on /v1/schedules/{id}[/action]."""
+        return self.request(method, f"/v1/schedules/{_segment(schedule_id)}" + (f"/{action}" if action else ""))
 
 
 def _error_of(answer: httpx.Response) -> CliError:

@@ -42,6 +42,15 @@ def _reason(error: dict) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _field_error(error: dict) -> FieldError:
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":  # FastAPI puts the character offset where a field name belongs
+        at = f" at character {loc[1]}" if len(loc) > 1 else ""
+        problem = (error.get("ctx") or {}).get("error", "cannot be decoded")
+        return FieldError(field="body", reason=f"not valid JSON{at}: {problem}")
+    return FieldError(field=_field(loc), reason=_reason(error))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
@@ -49,7 +58,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [FieldError(field=_field(e.get("loc", ())), reason=_reason(e)) for e in error.errors()]
+        errors = [_field_error(e) for e in error.errors()]
         summary = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
         body = ErrorBody(detail=f"invalid request: {summary}", errors=errors)
         return JSONResponse(body.model_dump(exclude_none=True), 422)

@@ -55,11 +55,17 @@ class SpecRejectedError(ValueError):
 
 def check_spec(spec: SweepSpec, data_root: Path) -> None:
     """The rdvae rules for user data: a `file` dataset must resolve to a .npy/.npz inside the data root."""
-    if spec.dataset.name == "file" and spec.dataset.path is not None:
-        try:
-            resolve_user_path(spec.dataset.path, data_root)
-        except ValueError as error:
-            raise SpecRejectedError("body.dataset.path", str(error)) from error
+    path = spec.dataset.path
+    if spec.dataset.name != "file" or path is None:
+        return
+    shown = repr(path if len(path) <= 100 else path[:100] + "...")
+    try:
+        resolve_user_path(path, data_root)
+    except ValueError as error:  # rdvae's rules, and os' "embedded null byte"
+        reason = str(error) if str(error).startswith("data path") else f"data path {shown}: {error}"
+        raise SpecRejectedError("body.dataset.path", reason) from error
+    except OSError as error:  # e.g. a name longer than the file system allows (ENAMETOOLONG)
+        raise SpecRejectedError("body.dataset.path", f"data path {shown}: {error.strerror}") from error
 
 
 def submit_sweep(

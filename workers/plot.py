@@ -40,7 +40,7 @@ def render_rd_plane(trials: list[TrialOutcome], selection: Selection) -> bytes:
                 )
             _mark(axes, selection.max_elbo, "s", "tab:orange", "max ELBO")
             _mark(axes, selection.recommended, "*", "gold", "recommended")
-            axes.legend(loc="upper right", fontsize=8)
+            axes.legend(loc="best", fontsize=8, framealpha=0.8)
         else:
             axes.text(0.5, 0.5, "no evaluated trial", ha="center", va="center", transform=axes.transAxes)
         axes.set_xlabel("rate R (nats)")

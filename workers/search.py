@@ -127,6 +127,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
     The trainable reports `constraint_0..n` with its final metrics; they are set on the Optuna trial
     (`Trial.set_constraint`, Optuna >= 5) just before `study.tell`, where constraint-aware samplers read them.
+    A trial ended early (ASHA, collapse stopper) has only its last epoch's held-out metrics: its constraint values
+    are computed from those, because Optuna counts a trial without constraint values as feasible. A metric only the
+    final report carries (`iwae_ll`) counts as violated (1.0), and a trial missing an objective is told PRUNED:
+    multi-objective OptunaSearch would hand `None` to `study.tell`, which refuses it and leaves the trial RUNNING.
     """
 
     def __init__(self, spec: SweepSpec) -> None:
@@ -139,13 +143,26 @@ class ConstrainedOptunaSearch(OptunaSearch):
             sampler=build_sampler(spec),
             study_name="rdvae",
         )
+        self.spec = spec
         self.n_constraints = constraint_count(spec)
+
+    def _constraint_values(self, result: dict) -> list[float]:
+        values = [result.get(f"constraint_{index}") for index in range(self.n_constraints)]
+        if all(isinstance(v, int | float) for v in values):
+            return [float(v) for v in values]
+        observed = {key: float(value) for key, value in result.items() if isinstance(value, int | float)}
+        computed = [c.violation(observed) if c.metric in observed else 1.0 for c in self.spec.constraints]
+        if self.spec.asks_for_non_collapse():
+            computed.append(1.0 if observed.get("collapsed", 0.0) >= 0.5 else -1.0)
+        return computed
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and result and trial_id not in self._completed_trials:
-            values = [result.get(f"constraint_{index}") for index in range(self.n_constraints)]
-            if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            values = self._constraint_values(result)
+            if all(math.isfinite(v) for v in values):
                 for index, value in enumerate(values):
-                    ot_trial.set_constraint(f"constraint_{index}", float(value))
+                    ot_trial.set_constraint(f"constraint_{index}", value)
+            if any(not isinstance(result.get(m), int | float) for m in objective_metrics(self.spec)[0]):
+                result = None
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import re
+import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rdvae import DataConfig, ModelConfig
 
@@ -18,10 +18,23 @@ ConstraintMetric = Literal["active_units", "mutual_info", "rate", "elbo", "disto
 SamplerName = Literal["nsga2", "tpe", "gp", "random", "grid"]
 ObjectiveFamily = Literal["beta", "capacity"]
 NON_COLLAPSE_METRICS = ("active_units", "mutual_info", "rate")
+MAX_SEED = 2**32 - 1  # Optuna's samplers seed NumPy's RandomState, which takes 0 .. 2**32 - 1
+
+
+def _printable(value: str) -> str:
+    # NUL and other control characters break Postgres text columns and MLflow names long after the 202
+    bad = next((char for char in value if unicodedata.category(char) == "Cc"), None)
+    if bad is not None:
+        raise ValueError(f"control character {bad!r} is not allowed")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_printable)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and ±Infinity are valid JSON literals for Python's parser but no valid value of any field here
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LogRange(_Strict):
@@ -99,13 +112,6 @@ class Constraint(_Strict):
     op: Literal[">=", "<="] = ">="
     value: float
 
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("constraint value must be finite")
-        return value
-
     def violation(self, metrics: dict[str, float]) -> float:
         """How far `metrics` are from satisfying the rule: <= 0 when satisfied (Optuna's convention)."""
         observed = metrics[self.metric]
@@ -136,8 +142,8 @@ class EarlyStopping(_Strict):
 class MlflowSpec(_Strict):
     """Where and under which names the sweep is recorded."""
 
-    experiment_name: str = Field("rdvae", min_length=1, max_length=200)
-    registered_model_name: str | None = Field(
+    experiment_name: PlainText = Field("rdvae", min_length=1, max_length=200)
+    registered_model_name: PlainText | None = Field(
         None, max_length=200, description="Register the recommended model under this name (alias `champion`)."
     )
     log_models: bool = True
@@ -148,6 +154,7 @@ class SweepSpec(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {
@@ -169,7 +176,7 @@ class SweepSpec(_Strict):
         },
     )
 
-    name: str | None = Field(None, max_length=200)
+    name: PlainText | None = Field(None, max_length=200)
     dataset: DataConfig = Field(
         default_factory=DataConfig, description="A data set name (`digits`) or a full data config object."
     )
@@ -192,7 +199,7 @@ class SweepSpec(_Strict):
     )
     sampler: SamplerName = "nsga2"
     grid_points: int = Field(5, ge=2, le=100, description="Grid sampler: points per searched dimension.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
     max_failures: int = Field(1, ge=0, le=10, description="Retries of a failed trial before it is recorded failed.")
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)

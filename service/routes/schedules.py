@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from service.auth import Reader, Writer
 from service.deps import SessionDep, SettingsDep
 from service.errors import ApiError
+from service.routes.sweeps import check_spec_quotas
 from service.runner import SpecRejectedError, check_spec
 from service.scheduler import (
     Schedule,
@@ -33,7 +34,7 @@ from service.scheduler import (
 )
 from service.schemas import ErrorBody, FieldError
 from service.settings import Settings
-from workers.spec import SweepSpec
+from workers.spec import PlainText, SweepSpec
 
 
 @asynccontextmanager
@@ -72,7 +73,7 @@ class ScheduleCreate(_Timing):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
-    name: str | None = Field(None, max_length=200)
+    name: PlainText | None = Field(None, max_length=200)
     cron: str = Field(max_length=200, description="Five-field cron (`0 2 * * *`) or an alias (`@daily`).")
     timezone: str = Field("UTC", max_length=64, description="IANA timezone the cron expression is read in.")
     spec: SweepSpec
@@ -85,7 +86,7 @@ class ScheduleUpdate(_Timing):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200)
+    name: PlainText | None = Field(None, max_length=200)
     cron: str | None = Field(None, max_length=200)
     timezone: str | None = Field(None, max_length=64)
     spec: SweepSpec | None = None
@@ -139,8 +140,9 @@ def _view(schedule: Schedule, now: datetime, upcoming: int) -> ScheduleView:
     )  # fmt: skip
 
 
-def _runnable(spec: SweepSpec, settings: Settings) -> None:
-    """The same data-root rule as POST /v1/sweeps, checked now rather than at the first fire time."""
+def _runnable(spec: SweepSpec, settings: Settings, owner: str) -> None:
+    """The same data-root rule and size quotas as POST /v1/sweeps, checked now rather than at each fire time."""
+    check_spec_quotas(settings, spec, owner, field_prefix="body.spec")
     try:
         check_spec(spec, settings.data_root)
     except SpecRejectedError as error:
@@ -160,7 +162,7 @@ def _found(session: Session, schedule_id: str) -> Schedule:
              responses={401: _E, 422: _E})  # fmt: skip
 def create(request: Request, body: ScheduleCreate, owner: Writer, session: SessionDep, settings: SettingsDep,
            upcoming: Upcoming = 5) -> ScheduleView:  # fmt: skip
-    _runnable(body.spec, settings)
+    _runnable(body.spec, settings, owner)
     now = _now(request)
     schedule = create_schedule(session, name=body.name, cron=body.cron, timezone=body.timezone, spec=body.spec,
                                warm_start=body.warm_start, paused=body.paused, owner=owner, now=now)  # fmt: skip
@@ -191,7 +193,7 @@ def update_schedule(request: Request, schedule_id: ScheduleId, body: ScheduleUpd
                     session: SessionDep, settings: SettingsDep) -> ScheduleView:  # fmt: skip
     schedule = _found(session, schedule_id)
     if body.spec is not None:
-        _runnable(body.spec, settings)
+        _runnable(body.spec, settings, schedule.owner)
     changes = body.model_dump(exclude_unset=True)
     for key in ("name", "cron", "timezone", "warm_start"):
         if key in changes and (changes[key] is not None or key == "name"):

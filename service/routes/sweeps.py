@@ -94,23 +94,22 @@ async def submit(
     return SweepAccepted(id=sweep.id, status=sweep.status, status_url=url, queue_position=position)
 
 
+def check_spec_quotas(settings: Settings, spec: SweepSpec, owner: str, field_prefix: str = "body") -> None:
+    """The per-token caps on a spec's size (`n_trials`, `epochs`): 422 naming the field. Schedules check them too,
+    so a schedule cannot start sweeps its owner could not submit."""
+    for field, setting in (("n_trials", "max_trials_per_sweep"), ("epochs", "max_epochs")):
+        value, cap = getattr(spec, field), settings.quota(owner, setting)
+        if value > cap:
+            raise ApiError(
+                422,
+                f"{field} {value} exceeds the quota of {cap}",
+                limit=setting,
+                errors=[FieldError(field=f"{field_prefix}.{field}", reason=f"at most {cap}")],
+            )
+
+
 def _check_quotas(session: Session, settings: Settings, spec: SweepSpec, owner: str) -> None:
-    max_trials = settings.quota(owner, "max_trials_per_sweep")
-    if spec.n_trials > max_trials:
-        raise ApiError(
-            422,
-            f"n_trials {spec.n_trials} exceeds the quota of {max_trials}",
-            limit="max_trials_per_sweep",
-            errors=[FieldError(field="body.n_trials", reason=f"at most {max_trials}")],
-        )
-    max_epochs = settings.quota(owner, "max_epochs")
-    if spec.epochs > max_epochs:
-        raise ApiError(
-            422,
-            f"epochs {spec.epochs} exceeds the quota of {max_epochs}",
-            limit="max_epochs",
-            errors=[FieldError(field="body.epochs", reason=f"at most {max_epochs}")],
-        )
+    check_spec_quotas(settings, spec, owner)
     max_active = settings.quota(owner, "max_active_sweeps_per_token")
     active = store.count_active_for_owner(session, owner)
     if active >= max_active:

@@ -89,3 +89,20 @@ def test_an_untrained_decoder_that_ignores_z_is_collapsed() -> None:
 def test_evaluate_needs_two_examples(trained: VAE, digits: DataSplits) -> None:
     with pytest.raises(ValueError, match="at least 2 examples"):
         evaluate(trained, digits.test[:1])
+
+
+@pytest.mark.parametrize(("samples", "max_rows"), [(1, 65_536), (7, 65_536), (64, 65_536), (64, 50), (10, 1)])
+def test_iwae_is_exact_when_the_posterior_is_the_prior_and_the_decoder_ignores_z(samples: int, max_rows: int) -> None:
+    # q(z|x) = p(z) and p(x|z) = p(x): every importance weight is p(x), so L_k = log p(x) = ELBO exactly for every k
+    # and every chunking; a wrong normaliser (log of the chunk size) or a lost chunk shifts it by log(k / kept).
+    model = build_model(ModelConfig(latent_dim=4, hidden_dims=(8,)), 16, (1, 4, 4))
+    with torch.no_grad():
+        model.encoder[-1].weight.zero_()
+        model.encoder[-1].bias.zero_()
+        model.decoder[0].weight.zero_()
+    x = torch.rand(40, 16, generator=torch.Generator().manual_seed(0)).round()
+    held_out = evaluate(model, x)
+    assert held_out.rate == 0.0
+    bound = iwae_log_likelihood(model, x, samples=samples, batch_size=16, max_rows=max_rows)
+    assert bound.shape == (40,)
+    assert float(bound.mean()) == pytest.approx(held_out.elbo, abs=1e-4)

@@ -40,6 +40,14 @@ def test_small_beta_keeps_several_active_units(make_run: Run, digits: DataSplits
     assert result.test.active_units >= 4
     assert result.test.rate > 5.0
     assert not result.test.collapsed
+    # The reported held-out ELBO weighs the rate with 1, not with the training beta (0.1): -(D + R), which here
+    # lies more than 0.9 * 5 nats below the beta-weighted -(D + 0.1 R) a wrong implementation would report.
+    for held_out in (result.validation, result.test):
+        assert held_out is not None
+        assert held_out.elbo == pytest.approx(-(held_out.distortion + held_out.rate))
+        assert held_out.elbo < -(held_out.distortion + 0.1 * held_out.rate) - 4.5
+    last = result.history[-1]
+    assert last["elbo"] == pytest.approx(-(last["distortion"] + last["rate"]))
 
 
 def test_capacity_objective_holds_the_rate_at_c(make_run: Run, digits: DataSplits) -> None:

@@ -64,3 +64,39 @@ def test_run_config_maps_params_to_the_rdvae_objective() -> None:
     assert config.objective.kind == "capacity" and config.objective.capacity == 7.5 and config.objective.gamma == 50
     assert config.model.latent_dim == 4 and config.train.learning_rate == 0.002 and config.train.seed == spec.seed
     assert run_config(BOTH, {"objective": "beta", "beta": 0.3}).objective.beta == 0.3
+
+
+def test_a_trial_stopped_while_collapsed_is_infeasible_for_the_sampler() -> None:
+    # The collapse stopper (or ASHA) ends a trial before its final report: the last result has held-out metrics
+    # but no constraint_i. Optuna counts a trial without constraint values as feasible, so the searcher must
+    # derive them from the metrics, or NSGA-II would breed from collapsed models.
+    spec = SweepSpec.model_validate({"search_space": {"beta": {"low": 0.5, "high": 4.0}}, "sampler": "nsga2"})
+    search = ConstrainedOptunaSearch(spec)
+    search.suggest("stopped")
+    search.suggest("healthy")
+    collapsed = {"elbo": -40.0, "active_units": 0.0, "rate": 0.01, "collapsed": 1.0, "final": 0, "epoch": 3}
+    search.on_trial_complete("stopped", result=collapsed)
+    healthy = {"elbo": -42.0, "active_units": 3.0, "rate": 4.0, "collapsed": 0.0, "final": 0, "epoch": 3}
+    search.on_trial_complete("healthy", result=healthy)
+    stopped_trial, healthy_trial = search._ot_study.get_trials()
+    assert stopped_trial.state == optuna.trial.TrialState.COMPLETE
+    assert stopped_trial.constraints == {"constraint_0": 1.0, "constraint_1": 1.0}
+    assert healthy_trial.constraints == {"constraint_0": -2.0, "constraint_1": -1.0}
+
+
+def test_a_stopped_trial_without_a_final_only_metric_is_infeasible_and_pruned() -> None:
+    # iwae_ll exists only in the final report: a trial stopped early cannot be scored on it, nor checked against
+    # a constraint on it; multi-objective OptunaSearch would pass None to study.tell and leave the trial RUNNING.
+    spec = SweepSpec.model_validate(
+        {
+            "objectives": [{"metric": "iwae_ll"}, {"metric": "active_units"}],
+            "constraints": [{"metric": "iwae_ll", "op": ">=", "value": -100.0}],
+            "sampler": "nsga2",
+        }
+    )
+    search = ConstrainedOptunaSearch(spec)
+    search.suggest("a")
+    search.on_trial_complete("a", result={"elbo": -40.0, "active_units": 2.0, "rate": 3.0, "collapsed": 0.0})
+    trial = search._ot_study.get_trials()[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.constraints["constraint_0"] > 0
