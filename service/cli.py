@@ -34,6 +34,7 @@ Token = Annotated[str | None, typer.Option("--token", envvar="RDVAE_TOKEN", help
 SweepId = Annotated[str, typer.Argument(help="Sweep id (from `rdvae submit` or `rdvae list`).")]
 ScheduleId = Annotated[str, typer.Argument(help="Schedule id (from `rdvae schedule list`).")]
 SpecFile = Annotated[Path, typer.Argument(help="SweepSpec as YAML or JSON.", show_default=False)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -137,8 +138,8 @@ def status(
     url: Url = DEFAULT_URL,
     token: Token = None,
     watch: Annotated[bool, typer.Option("--watch", help="Live progress bar until the sweep finishes.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between polls with --watch.")] = 1.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls with --watch.")] = 1.0,
+    as_json: AsJson = False,
 ) -> None:
     """A sweep's status, progress and best ELBO so far; --watch follows it live."""
     client = _client(url, token)
@@ -146,10 +147,15 @@ def status(
         _follow(client, sweep_id, interval)
         return
     sweep = client.sweep(sweep_id)
-    if as_json:
-        print(json.dumps(sweep, indent=2))
-    else:
+    if not _printed_json(sweep, as_json):
         out.print(cli_render.sweep_table(sweep))
+
+
+def _printed_json(document: Any, as_json: bool) -> bool:
+    """`--json`: print the API's answer as it came; the caller renders a table otherwise."""
+    if as_json:
+        print(json.dumps(document, indent=2))
+    return as_json
 
 
 def _follow(client: ApiClient, sweep_id: str, interval: float = 1.0) -> None:
@@ -165,15 +171,13 @@ def pareto(
     sweep_id: SweepId,
     url: Url = DEFAULT_URL,
     token: Token = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    as_json: AsJson = False,
     plot: Annotated[Path | None, typer.Option(help="Also save the rate-distortion plane PNG here.")] = None,
 ) -> None:
     """The Pareto front of a finished sweep and the recommended model."""
     client = _client(url, token)
     view = client.pareto(sweep_id)
-    if as_json:
-        print(json.dumps(view, indent=2))
-    else:
+    if not _printed_json(view, as_json):
         out.print(cli_render.pareto_table(view))
         for line in cli_render.recommendation_lines(view):
             out.print(line, highlight=False, soft_wrap=True)
@@ -237,7 +241,7 @@ def schedule_list(url: Url = DEFAULT_URL, token: Token = None) -> None:
 @_reports_errors
 def schedule_rm(schedule_id: ScheduleId, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Delete a schedule (sweeps it started are kept)."""
-    _client(url, token).request("DELETE", f"/v1/schedules/{schedule_id}")
+    _client(url, token).schedule("DELETE", schedule_id)
     out.print(f"schedule {schedule_id} deleted")
 
 
@@ -245,7 +249,7 @@ def schedule_rm(schedule_id: ScheduleId, url: Url = DEFAULT_URL, token: Token = 
 @_reports_errors
 def schedule_pause(schedule_id: ScheduleId, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Pause a schedule: it fires no more until resumed."""
-    _client(url, token).request("POST", f"/v1/schedules/{schedule_id}/pause")
+    _client(url, token).schedule("POST", schedule_id, "pause")
     out.print(f"schedule {schedule_id} paused")
 
 
@@ -253,7 +257,7 @@ def schedule_pause(schedule_id: ScheduleId, url: Url = DEFAULT_URL, token: Token
 @_reports_errors
 def schedule_resume(schedule_id: ScheduleId, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Resume a schedule; it fires next at its next cron time from now (no catch-up)."""
-    item = _client(url, token).request("POST", f"/v1/schedules/{schedule_id}/resume")
+    item = _client(url, token).schedule("POST", schedule_id, "resume")
     out.print(f"schedule {schedule_id} resumed; next fire {(item.get('next_fire_times') or ['—'])[0]}")
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from service.db import session_scope
 from service.runner import Runner
 from service.settings import Settings
 
@@ -15,15 +16,8 @@ from service.settings import Settings
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """A session per request. Async (no thread hop; it only opens a connection when the endpoint, which runs in
     the thread pool, first queries); the commit at the end is a no-op for routes that committed themselves."""
-    session = request.app.state.session_factory()
-    try:
+    with session_scope(request.app.state.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 async def get_settings(request: Request) -> Settings:

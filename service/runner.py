@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rdvae import resolve_user_path
 from service import store
+from service._polling import PollingThread
 from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
 from service.db import session_scope
 from service.settings import Settings
@@ -138,9 +139,7 @@ class Runner:
         self.settings = settings
         self.session_factory = session_factory
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = PollingThread("rdvae-runner", self._poll, lambda: self.settings.poll_interval_s, wait_first=True)
         self._term_sent: dict[str, float] = {}
         self._leader_lock: int | None = None
 
@@ -148,15 +147,11 @@ class Runner:
         self.settings.sweeps_dir.mkdir(parents=True, exist_ok=True)
         if self._lead():
             self.tick()
-        self._thread = threading.Thread(target=self._loop, name="rdvae-runner", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
         """Stop polling; drivers keep running and are re-attached by the next runner."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._poller.stop()
         if self._leader_lock is not None:
             os.close(self._leader_lock)
             self._leader_lock = None
@@ -176,18 +171,11 @@ class Runner:
         return True
 
     def wake(self) -> None:
-        self._wake.set()
+        self._poller.wake()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.settings.poll_interval_s)
-            self._wake.clear()
-            if not self._lead():
-                continue
-            try:
-                self.tick()
-            except Exception:  # the loop must survive a transient DB error; it is logged, not swallowed silently
-                logger.exception("runner tick failed")
+    def _poll(self) -> None:
+        if self._lead():
+            self.tick()
 
     def sweep_dir(self, sweep_id: str) -> Path:
         return self.settings.sweeps_dir / sweep_id

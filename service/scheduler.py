@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from sqlalchemy import Boolean, DateTime, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from service import store
+from service._polling import PollingThread
 from service.db import Base, session_scope
 from service.runner import SpecRejectedError, submit_sweep
 from service.settings import Settings
@@ -210,34 +210,19 @@ class Scheduler:
                  interval: float = 5.0, on_fire: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.settings, self.session_factory, self.now, self.interval = settings, session_factory, now, interval
         self.on_fire = on_fire
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = PollingThread("rdvae-scheduler", self.tick, lambda: self.interval)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="rdvae-scheduler", daemon=True)
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._poller.stop()
 
     def wake(self) -> None:
-        self._wake.set()
+        self._poller.wake()
 
     def tick(self) -> list[str]:
         started = fire_due(self.session_factory, self.settings, self.now())
         if started and self.on_fire is not None:
             self.on_fire()
         return started
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # a DB hiccup must not kill the loop; it is logged and retried next tick
-                logger.exception("scheduler tick failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()

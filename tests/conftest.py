@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+# The service's own helpers: a free loopback port, and SIGTERM-then-SIGKILL of a child's process group only
+from service.embedded import free_port, stop_group
+
+stop_process = stop_group  # the name the test modules import
 
 BIN = Path(sys.executable).parent
 
@@ -25,13 +28,6 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # it), while `ray status` without RAY_AUTH_MODE assumes "disabled" and is refused; the loopback-only test
 # cluster needs no token, so every Ray process and client here agrees on "disabled".
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
@@ -48,21 +44,6 @@ def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | N
             last_error = error
         time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout} s ({last_error})")
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        process.wait(timeout=timeout)
 
 
 @pytest.fixture(scope="session")

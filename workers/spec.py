@@ -22,10 +22,14 @@ MAX_SEED = 2**32 - 1  # Optuna's samplers seed NumPy's RandomState, which takes 
 
 
 def _printable(value: str) -> str:
-    # NUL and other control characters break Postgres text columns and MLflow names long after the 202
-    bad = next((char for char in value if unicodedata.category(char) == "Cc"), None)
-    if bad is not None:
-        raise ValueError(f"control character {bad!r} is not allowed")
+    # NUL and other control characters break Postgres text columns and MLflow names, and a lone surrogate (a JSON
+    # "\ud800" escape) cannot even be written back as UTF-8: refused here rather than as a 500 or a failed sweep
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            raise ValueError(f"control character {char!r} is not allowed")
+        if category == "Cs":
+            raise ValueError(f"lone surrogate {char!r} is not valid Unicode")
     return value
 
 
@@ -213,6 +217,19 @@ class SweepSpec(_Strict):
     @classmethod
     def _dataset_by_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("warm_start_params")
+    @classmethod
+    def _printable_params(cls, values: list[dict[str, float | int | str]]) -> list[dict[str, float | int | str]]:
+        for index, params in enumerate(values):
+            for key, value in params.items():
+                try:
+                    _printable(key)
+                    if isinstance(value, str):
+                        _printable(value)
+                except ValueError as error:
+                    raise ValueError(f"entry {index}, parameter {key!r}: {error}") from None
+        return values
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -57,7 +58,7 @@ def test_evaluate_is_reproducible_and_consistent(trained: VAE, digits: DataSplit
     assert first.elbo == pytest.approx(-(first.rate + first.distortion))
     assert first.rate == pytest.approx(sum(first.kl_per_dim), rel=1e-5)
     assert first.iwae_ll is not None and first.iwae_ll > first.elbo
-    assert 0.0 <= first.mutual_info <= first.rate
+    assert 0.0 <= first.mutual_info <= min(first.rate, math.log(digits.test.shape[0]))
     assert first.marginal_kl == pytest.approx(first.rate - first.mutual_info)
     assert trained.training  # evaluate restores the mode it found
 
@@ -106,3 +107,28 @@ def test_iwae_is_exact_when_the_posterior_is_the_prior_and_the_decoder_ignores_z
     bound = iwae_log_likelihood(model, x, samples=samples, batch_size=16, max_rows=max_rows)
     assert bound.shape == (40,)
     assert float(bound.mean()) == pytest.approx(held_out.elbo, abs=1e-4)
+
+
+def test_active_units_of_a_hand_built_encoder_count_the_variance_of_its_means() -> None:
+    # mu_u(x) = a_u * tanh(x_u) with unit posterior variance: Var_x(mu_u) = a_u^2 * Var(tanh(x_u)) ~ a_u^2 * 0.145
+    # for fair coin pixels, so a = (1, 0.5, 0.1, 0) gives variances (0.145, 0.036, 0.0015, 0): two active units.
+    # Counting the variance of sampled z instead of mu (each has variance >= 1) would find all four.
+    model = build_model(ModelConfig(latent_dim=4, hidden_dims=(8,)), 16, (1, 4, 4))
+    scales = torch.tensor([1.0, 0.5, 0.1, 0.0])
+    with torch.no_grad():
+        first, last = model.encoder[0], model.encoder[-1]
+        first.weight.zero_()
+        first.bias.zero_()
+        first.weight[:, :8] = torch.eye(8)
+        last.weight.zero_()
+        last.bias.zero_()
+        last.weight[:4, :4] = torch.diag(scales)
+    x = torch.rand(2000, 16, generator=torch.Generator().manual_seed(0)).round()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    torch.testing.assert_close(mu, scales * torch.tanh(x[:, :4]))
+    assert float(logvar.abs().max()) == 0.0
+    held_out = evaluate(model, x)
+    assert held_out.active_units == 2
+    expected_kl = 0.5 * (scales.pow(2) * torch.tanh(x[:, :4]).pow(2).mean(0))
+    torch.testing.assert_close(torch.tensor(held_out.kl_per_dim), expected_kl, atol=1e-5, rtol=1e-4)

@@ -93,6 +93,83 @@ def test_dataset_paths_are_confined_to_the_data_root(client: TestClient, setting
 
 
 @pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"learning_rate": NaN}', "body.learning_rate"),
+        (b'{"search_space": {"beta": {"low": 0.1, "high": Infinity}}}', "body.search_space.beta.high"),
+        (b'{"search_space": {"C": {"low": 0, "high": Infinity}}}', "body.search_space.C.high"),
+        (b'{"early_stopping": {"reduction_factor": Infinity}}', "body.early_stopping.reduction_factor"),
+        (b'{"constraints": [{"metric": "rate", "value": -Infinity}]}', "body.constraints.0.value"),
+        (b'{"warm_start_params": [{"beta": NaN}]}', "body.warm_start_params.0.beta.float"),
+    ],
+)
+def test_non_finite_numbers_are_refused_not_queued(client: TestClient, content: bytes, field: str) -> None:
+    # Python's JSON parser reads NaN/Infinity; Infinity used to pass `gt=0` checks and reach Optuna
+    answer = client.post("/v1/sweeps", content=content, headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert field in _fields(answer) and "finite" in answer.text
+    assert client.get("/v1/sweeps").json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"name": "a\\u0000b"}', "body.name"),
+        (b'{"name": "\\ud800"}', "body.name"),
+        (b'{"mlflow": {"experiment_name": "exp\\nriment"}}', "body.mlflow.experiment_name"),
+        (b'{"mlflow": {"registered_model_name": "\\udfff"}}', "body.mlflow.registered_model_name"),
+        (b'{"warm_start_params": [{"beta": "\\u0007"}]}', "body.warm_start_params"),
+    ],
+)
+def test_control_characters_and_lone_surrogates_in_names_are_refused(
+    client: TestClient, content: bytes, field: str
+) -> None:
+    # NUL breaks Postgres text columns and a lone surrogate cannot be written back as UTF-8 (it was a 500)
+    answer = client.post("/v1/sweeps", content=content, headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert field in _fields(answer)
+    assert client.get("/v1/sweeps").json()["total"] == 0
+
+
+def test_a_seed_beyond_the_samplers_range_is_refused(client: TestClient) -> None:
+    # Optuna's samplers take 0 .. 2**32 - 1: a larger seed was accepted and failed in the driver
+    refused = client.post("/v1/sweeps", json={**TINY, "seed": 2**32}, headers=AUTH)
+    assert refused.status_code == 422 and _fields(refused) == ["body.seed"]
+    assert client.post("/v1/sweeps", json={**TINY, "seed": 2**32 - 1}, headers=AUTH).status_code == 202
+
+
+def test_malformed_json_names_the_body_and_the_position(client: TestClient) -> None:
+    answer = client.post("/v1/sweeps", content=b'{"n_trials": ', headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [{"field": "body", "reason": "not valid JSON at character 13: Expecting value"}]
+
+
+@pytest.mark.parametrize("path", ["a" * 5000 + ".npy", "a\x00b.npy"])
+def test_unusable_dataset_paths_are_422_not_500(client: TestClient, path: str) -> None:
+    spec = {**TINY, "dataset": {"name": "file", "path": path}}
+    answer = client.post("/v1/sweeps", json=spec, headers=AUTH)
+    assert answer.status_code == 422 and _fields(answer) == ["body.dataset.path"]
+    assert answer.json()["errors"][0]["reason"].startswith("data path ")
+    scheduled = client.post("/v1/schedules", json={"cron": "0 2 * * *", "spec": spec}, headers=AUTH)
+    assert scheduled.status_code == 422 and _fields(scheduled) == ["body.spec.dataset.path"]
+
+
+def test_schedules_keep_to_the_owners_quotas(client: TestClient, settings: Settings) -> None:
+    # a schedule used to accept a spec its owner could not submit, and then fire it without the quota
+    too_many = {"cron": "0 2 * * *", "spec": {**TINY, "n_trials": settings.max_trials_per_sweep + 1}}
+    refused = client.post("/v1/schedules", json=too_many, headers=AUTH)
+    assert refused.status_code == 422 and refused.json()["limit"] == "max_trials_per_sweep"
+    assert _fields(refused) == ["body.spec.n_trials"]
+    created = client.post("/v1/schedules", json={"cron": "0 2 * * *", "spec": TINY}, headers=AUTH).json()
+    too_long = {"spec": {**TINY, "epochs": settings.max_epochs + 1}}
+    patched = client.patch(f"/v1/schedules/{created['id']}", json=too_long, headers=AUTH)
+    assert patched.status_code == 422 and patched.json()["limit"] == "max_epochs"
+    assert client.get(f"/v1/schedules/{created['id']}").json()["spec"]["epochs"] == TINY["epochs"]
+    named = client.post("/v1/schedules", json={"cron": "0 2 * * *", "name": "a\x00", "spec": TINY}, headers=AUTH)
+    assert named.status_code == 422 and _fields(named) == ["body.name"]
+
+
+@pytest.mark.parametrize(
     "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}]
 )
 def test_mutations_need_a_valid_token(client: TestClient, headers: dict) -> None:

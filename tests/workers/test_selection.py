@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -69,3 +70,41 @@ def test_pareto_front_and_hypervolume_primitives() -> None:
     assert hypervolume(points, (0.0, 0.0)) == pytest.approx(3 * 1 + 2 * (4 - 1) + 1 * (5 - 4))
     assert hypervolume([(5.0,)], (2.0,)) == 3.0
     assert hypervolume([(1.0, 1.0)], (2.0, 0.0)) == 0.0
+
+
+def _grid_hypervolume(points: list[tuple[float, float]], reference: tuple[float, float], cells: int = 400) -> float:
+    """Brute force: the fraction of a fine grid over [reference, max] dominated by some point, times its area."""
+    top = (max(p[0] for p in points), max(p[1] for p in points))
+    width, height = (top[0] - reference[0]) / cells, (top[1] - reference[1]) / cells
+    covered = 0
+    for i in range(cells):
+        for j in range(cells):
+            x, y = reference[0] + (i + 0.5) * width, reference[1] + (j + 0.5) * height
+            covered += any(p[0] >= x and p[1] >= y for p in points)
+    return covered * width * height
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hypervolume_matches_a_brute_force_count_on_random_points(seed: int) -> None:
+    generator = random.Random(seed)
+    points = [(generator.uniform(-5, 5), generator.uniform(0, 10)) for _ in range(12)]
+    reference = (-5.0, 0.0)
+    exact = hypervolume(points, reference)
+    assert exact == pytest.approx(_grid_hypervolume(points, reference), rel=0.02)
+    # Only the front matters: dominated points add nothing, and the order of the points is irrelevant.
+    front = [points[i] for i in pareto_front(points)]
+    assert hypervolume(front, reference) == pytest.approx(exact)
+    assert hypervolume(list(reversed(points)), reference) == pytest.approx(exact)
+    for i, p in enumerate(points):
+        dominated = any(dominates(q, p) for j, q in enumerate(points) if j != i)
+        assert (i in pareto_front(points)) == (not dominated)
+
+
+def test_minimised_objectives_are_negated_before_the_front() -> None:
+    spec = SweepSpec.model_validate(
+        {"objectives": [{"metric": "elbo"}, {"metric": "rate", "direction": "minimize"}], "constraints": []}
+    )
+    trials = [outcome(0, -40.0, 3, 5.0), outcome(1, -41.0, 3, 2.0), outcome(2, -42.0, 3, 6.0)]
+    selection = select(spec, trials)
+    # Trial 2 is worse in ELBO and has a higher rate than trial 0: dominated when rate is minimised.
+    assert sorted(t.number for t in selection.front) == [0, 1]

@@ -27,6 +27,22 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
         ({"resources": {"cpus": 1, "gpus": 1.5}}, "resources.gpus"),
         ({"n_trials": 0}, "n_trials"),
         ({"search_space": {"decoder": ["made"]}, "model": {"likelihood": "gaussian"}}, "search_space.decoder"),
+        ({"search_space": {"beta": {"low": 3.0, "high": 1.0}}}, "empty range"),
+        ({"search_space": {"C": {"low": 4.0, "high": 4.0}}}, "search_space.C"),
+        ({"search_space": {"C": {"low": 4.0, "high": 1.0}}}, "empty range"),
+        ({"search_space": {"objective": []}}, "search_space.objective"),
+        ({"search_space": {"objective": ["vq"]}}, "search_space.objective.0"),
+        ({"search_space": {"learning_rate": {"low": 0.0, "high": 0.1}}}, "search_space.learning_rate.low"),
+        ({"constraints": [{"metric": "accuracy", "value": 1}]}, "constraints.0.metric"),
+        ({"constraints": [{"metric": "iwae_ll", "value": -90}], "iwae_samples": 0}, "iwae_ll needs iwae_samples"),
+        ({"objectives": [{"metric": "elbo"}, {"metric": "elbo"}]}, "repeated metric"),
+        ({"objectives": [{"metric": "elbo", "direction": "up"}]}, "objectives.0.direction"),
+        ({"resources": {"gpus": -0.25}}, "resources.gpus"),
+        ({"resources": {"cpus": 0}}, "resources.cpus"),
+        ({"max_failures": -1}, "max_failures"),
+        ({"epochs": 0}, "epochs"),
+        ({"dataset": {"name": "file"}}, "dataset"),
+        ({"betta": 2.0}, "betta"),
     ],
 )
 def test_invalid_specs_name_the_field(patch: dict, field: str) -> None:
@@ -58,3 +74,8 @@ def test_load_spec_reads_json_and_refuses_other_files(tmp_path: Path) -> None:
     other.write_text("")
     with pytest.raises(SpecError, match="expected a .yaml"):
         load_spec(other)
+
+
+def test_a_gpu_fraction_is_accepted_as_given() -> None:
+    spec = parse_spec({"dataset": "digits", "resources": {"cpus": 2, "gpus": 0.25}})
+    assert (spec.resources.cpus, spec.resources.gpus) == (2.0, 0.25)

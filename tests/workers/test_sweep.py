@@ -8,11 +8,13 @@ from pathlib import Path
 
 import matplotlib.image
 import mlflow
+import optuna
 import pytest
 from mlflow import MlflowClient
 
 from rdvae import evaluate, load_data
 from workers import SweepProgress, SweepResult, SweepSpec, run_sweep
+from workers.search import ConstrainedOptunaSearch, constraint_count
 from workers.selection import dominates, objective_vector
 
 pytestmark = pytest.mark.slow
@@ -125,3 +127,23 @@ def test_rd_plane_artifact_is_a_png(
     data = Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(path).shape[0] > 100
+
+
+def test_the_optuna_study_saw_every_trial_with_its_constraint_values(
+    sweep: tuple[SweepResult, list[SweepProgress]],
+) -> None:
+    # The searcher state Tune saved with the sweep: each trial, stopped early or not, reached Optuna as COMPLETE
+    # with all constraint values, and the collapsed ones as infeasible (Optuna counts a trial without any as feasible).
+    result, _ = sweep
+    assert result.storage_path is not None
+    search = ConstrainedOptunaSearch(SPEC)
+    search.restore_from_dir(result.storage_path)
+    studied = search._ot_study.get_trials()
+    assert len(studied) == SPEC.n_trials
+    by_elbo = {round(t.values[0], 6): t for t in studied}
+    for trial in result.trials:
+        ot_trial = by_elbo[round(trial.metrics["elbo"], 6)]
+        assert ot_trial.state == optuna.trial.TrialState.COMPLETE
+        assert ot_trial.values == [trial.metrics["elbo"], trial.metrics["active_units"]]
+        assert len(ot_trial.constraints) == constraint_count(SPEC)
+        assert all(v <= 0 for v in ot_trial.constraints.values()) == bool(trial.feasible), trial

@@ -144,5 +144,13 @@ def test_diverging_trials_are_retried_then_reported_failed(
         assert trial.attempts == 2  # the first run and one retry
         assert trial.error is not None and "TrainingDivergedError" in trial.error
     assert result.selection.recommended is None and "no recommendation" in result.selection.reason
-    run = MlflowClient(mlflow_server).get_run(result.trials[0].mlflow_run_id)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.trials[0].mlflow_run_id)
     assert run.info.status == "FAILED" and "TrainingDivergedError" in run.data.tags["rdvae.error"]
+    assert run.data.tags["rdvae.attempts"] == "2"
+    # The sweep itself completes and says a trial failed.
+    assert not result.cancelled
+    parent = client.get_run(result.mlflow_parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["n_failed"] == 1.0 and parent.data.metrics["n_completed"] == 0.0
+    assert "no recommendation" in parent.data.tags["rdvae.reason"]
