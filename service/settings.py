@@ -27,7 +27,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RDVAE_", extra="ignore", populate_by_name=True)
 
-    state_dir: Path = Field(Path("rdvae-state"), description="Service DB, sweep folders, Ray storage, local MLflow.")
+    state_dir: Path = Field(Path(".rdvae/service"), description="Service DB, sweep folders, Ray storage, local MLflow.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<state_dir>/service.db.")
     data_root: Path = Field(Path("data"), description="User dataset paths must resolve inside it.")
     ray_address: str | None = Field(None, description="host:port of a Ray cluster; unset: each driver's local Ray.")
