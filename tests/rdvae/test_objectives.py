@@ -23,6 +23,10 @@ KL = torch.tensor([[1.0, 3.0], [2.0, 0.0]])  # rate 3, per-dimension batch means
         ({"kind": "beta", "free_bits": -0.5}, "free_bits"),
         ({"kind": "vq"}, "kind"),
         ({"kind": "beta", "betta": 2.0}, "betta"),
+        ({"kind": "beta", "beta": float("nan")}, "beta"),
+        ({"kind": "beta", "beta": float("inf")}, "beta"),
+        ({"kind": "capacity", "capacity_anneal_steps": -1}, "capacity_anneal_steps"),
+        ({"kind": "beta", "kl_warmup_steps": -1}, "kl_warmup_steps"),
     ],
 )
 def test_objective_config_refuses_bad_values(fields: dict[str, object], named: str) -> None:

@@ -34,6 +34,25 @@ def test_large_beta_collapses_the_posterior(make_run: Run, digits: DataSplits) -
     assert result.test.collapsed
 
 
+def test_kl_warmup_holds_off_the_rate_penalty_of_a_large_beta(make_run: Run, digits: DataSplits) -> None:
+    # The same beta = 20 that collapses the posterior in 8 epochs, but the rate weight only reaches
+    # 8 * 22 steps / 100 000 ~ 0.2 % of it: the trainer must hand the optimiser step to the objective.
+    objective = ObjectiveConfig(kind="beta", beta=20.0, kl_warmup_steps=100_000)
+    result = fit(make_run(objective, epochs=8), data=digits)
+    assert result.test is not None
+    assert result.test.rate > 5.0 and result.test.active_units >= 4
+
+
+def test_free_bits_keep_a_large_beta_from_collapsing_the_posterior(make_run: Run, digits: DataSplits) -> None:
+    # Below 1 nat per dimension the rate term has no gradient, so beta = 20 no longer drives each unit's KL to 0
+    # (without free bits every kl_per_dim is ~0, see the test above); above the floor it still pulls it down.
+    objective = ObjectiveConfig(kind="beta", beta=20.0, free_bits=1.0)
+    result = fit(make_run(objective, epochs=8), data=digits)
+    assert result.test is not None
+    assert result.test.rate > 2.0 and result.test.active_units >= 4
+    assert max(result.test.kl_per_dim) < 1.5
+
+
 def test_small_beta_keeps_several_active_units(make_run: Run, digits: DataSplits) -> None:
     result = fit(make_run(ObjectiveConfig(kind="beta", beta=0.1), epochs=8), data=digits)
     assert result.test is not None
