@@ -15,6 +15,7 @@ from rdvae.metrics import (
 )
 from rdvae.models import VAE, ModelConfig, build_model
 from rdvae.objectives import ObjectiveConfig, training_loss
+from rdvae.serving import PosteriorMean
 from rdvae.train import (
     FitResult,
     RunConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "HeldOutMetrics",
     "ModelConfig",
     "ObjectiveConfig",
+    "PosteriorMean",
     "RunConfig",
     "TrainConfig",
     "TrainingDivergedError",

@@ -19,7 +19,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from rdvae import load_checkpoint
+import rdvae
+from rdvae import PosteriorMean, load_checkpoint
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec
 
@@ -182,18 +183,22 @@ class SweepTracker:
         if "rdvae.model_uri" in run.data.tags:
             return run.data.tags["rdvae.model_uri"]
         model, config = load_checkpoint(checkpoint_file)
-        model.eval()
+        servable = PosteriorMean(model.eval())
         example = np.zeros((2, model.input_dim), dtype=np.float32)
-        # Input only: forward() returns (log p(x|z), mu, logvar) for one sampled z; no single output tensor.
-        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.input_dim))]))
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.input_dim))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config.latent_dim))]),
+        )
         status = run.info.status
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
-                model,
+                servable,
                 name="model",
                 signature=signature,
                 input_example=example,
                 serialization_format="pickle",
+                # The pickled classes live in rdvae: ship its code so the model loads where rdvae is not installed.
+                code_paths=[str(Path(rdvae.__file__).parent)],
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pydantic"],
             )
             mlflow.log_text(config.model_dump_json(indent=2), "run_config.json")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.image
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -110,10 +111,16 @@ def test_champion_loads_from_the_registry_and_reproduces_its_elbo(
     recommended = result.selection.recommended
     assert recommended is not None and recommended.mlflow_run_id is not None
     mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pytorch.load_model(f"models:/{SPEC.mlflow.registered_model_name}@champion")
+    uri = f"models:/{SPEC.mlflow.registered_model_name}@champion"
+    model = mlflow.pytorch.load_model(uri)
     logged = MlflowClient(mlflow_server).get_run(recommended.mlflow_run_id).data.metrics["elbo"]
-    reproduced = evaluate(model, load_data(SPEC.dataset).validation, seed=SPEC.seed).elbo
+    validation = load_data(SPEC.dataset).validation
+    reproduced = evaluate(model.vae, validation, seed=SPEC.seed).elbo
     assert reproduced == pytest.approx(logged, abs=1e-3)
+    # The same model served through MLflow's generic interface returns the posterior means, one row per input.
+    served = mlflow.pyfunc.load_model(uri).predict(validation[:5].numpy())
+    assert served.shape == (5, SPEC.model.latent_dim)
+    assert np.allclose(served, model.vae.encode(validation[:5])[0].detach().numpy(), atol=1e-5)
 
 
 def test_rd_plane_artifact_is_a_png(
