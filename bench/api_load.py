@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 from fastapi import Body, FastAPI
 
+from service.embedded import free_port, http_ok, wait_ready
+
 TOKEN = "bench-token-0123456789"
 SPEC = {
     "name": "bench",
@@ -59,16 +61,8 @@ def bare_app() -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _serve(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -90,15 +84,12 @@ def _serve(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/openapi.json", timeout=2).is_success:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise TimeoutError(f"{factory} did not start")
+    try:
+        wait_ready(lambda: http_ok(f"{url}/openapi.json"), process, factory, timeout=60)
+    except (RuntimeError, TimeoutError):
+        process.kill()
+        raise
+    return process, url
 
 
 async def _load(

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from service import cli_render
 from service.client import ApiClient, CliError, load_spec_file
-from service.embedded import LOOPBACK, EmbeddedStack, executable, free_port
+from service.embedded import LOOPBACK, EmbeddedStack, executable, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "examples" / "mnist5k_rd.yaml"
@@ -52,16 +52,15 @@ def start_api(stack: EmbeddedStack, port: int, token: str) -> subprocess.Popen:
 
 
 def _wait_api(client: ApiClient, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited with {process.returncode}")
-        try:
-            client.request("GET", "/healthz")
-            return
-        except CliError:
-            time.sleep(0.5)
-    raise TimeoutError("the API did not answer in time")
+    wait_ready(lambda: _healthy(client), process, "the API", timeout)
+
+
+def _healthy(client: ApiClient) -> bool:
+    try:
+        client.request("GET", "/healthz")
+    except CliError:
+        return False
+    return True
 
 
 def run(spec_path: Path, state_dir: Path, keep: bool, mlflow_port: int, api_port: int, console: Console) -> int:

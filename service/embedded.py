@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,12 @@ class EmbeddedStack:
         try:  # both start at once and are then awaited: start-up is dominated by their imports
             mlflow = self._start_mlflow(mlflow_port or free_port())
             ray = self._start_ray(ray_port or free_port(), num_cpus)
-            _wait(lambda: _answers(f"{self.mlflow_uri}/health"), mlflow, "mlflow server", self.state_dir / "mlflow.log")
-            _wait(lambda: _ray_ready(self.ray_address, self._ray_env), ray, "ray head", self.state_dir / "ray.log")
+            wait_ready(
+                lambda: http_ok(f"{self.mlflow_uri}/health"), mlflow, "mlflow server", log=self.state_dir / "mlflow.log"
+            )
+            wait_ready(
+                lambda: ray_ready(self.ray_address, self._ray_env), ray, "ray head", log=self.state_dir / "ray.log"
+            )
         except BaseException:
             self.stop()
             raise
@@ -147,14 +152,16 @@ class EmbeddedStack:
             shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
 
 
-def _answers(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """`url` answers 2xx now."""
     try:
         return httpx.get(url, timeout=2.0).is_success
     except httpx.HTTPError:
         return False
 
 
-def _ray_ready(address: str, env: dict[str, str]) -> bool:
+def ray_ready(address: str, env: dict[str, str]) -> bool:
+    """The Ray head at `address` accepts connections and `ray status` (run with `env`) lists its CPUs."""
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=1.0):
@@ -167,12 +174,20 @@ def _ray_ready(address: str, env: dict[str, str]) -> bool:
     return status.returncode == 0 and "CPU" in status.stdout
 
 
-def _wait(ready, process: subprocess.Popen, what: str, log: Path, timeout: float = 180.0) -> None:  # noqa: ANN001
+def wait_ready(
+    ready: Callable[[], bool],
+    process: subprocess.Popen | None,
+    what: str,
+    timeout: float = 180.0,
+    log: Path | None = None,
+) -> None:
+    """Poll `ready()` until it is true; fail early if `process` exits, or after `timeout` seconds."""
+    where = f"; see {log}" if log is not None else ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}; see {log}")
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}{where}")
         if ready():
             return
         time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready within {timeout:.0f} s; see {log}")
+    raise TimeoutError(f"{what} not ready within {timeout:.0f} s{where}")

@@ -6,15 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 # The service's own helpers: a free loopback port, and SIGTERM-then-SIGKILL of a child's process group only
-from service.embedded import free_port, stop_group
+from service.embedded import free_port, http_ok, ray_ready, stop_group, wait_ready
 
 stop_process = stop_group  # the name the test modules import
 
@@ -32,18 +30,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def wait_for_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
     """Poll `url` until it answers 2xx, the process dies, or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2.0).is_success:
-                return
-        except httpx.HTTPError as error:
-            last_error = error
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s ({last_error})")
+    wait_ready(lambda: http_ok(url), process, url, timeout)
 
 
 @pytest.fixture(scope="session")
@@ -121,14 +108,4 @@ def ray_cluster() -> Iterator[str]:
 
 
 def _wait_for_ray(address: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {process.returncode}")
-        status = subprocess.run(
-            [str(BIN / "ray"), "status", "--address", address], capture_output=True, text=True, timeout=60
-        )
-        if status.returncode == 0 and "CPU" in status.stdout:
-            return
-        time.sleep(1.0)
-    raise TimeoutError(f"Ray head at {address} not ready within {timeout} s")
+    wait_ready(lambda: ray_ready(address, dict(os.environ)), process, f"Ray head at {address}", timeout)
