@@ -56,8 +56,9 @@ def trial_params(trial: Trial) -> dict[str, Any]:
     return {key: value for key, value in trial.config.items() if isinstance(value, int | float | str)}
 
 
-def progress(live: LiveSweep, trials: list[Trial]) -> SweepProgress:
-    """A snapshot of the sweep from Tune's trial list."""
+def progress(live: LiveSweep, trials: list[Trial], starting: Trial | None = None) -> SweepProgress:
+    """A snapshot of the sweep from Tune's trial list; `starting` counts as running (Tune calls `on_trial_start`
+    before it sets the trial's status to RUNNING)."""
     ended = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
     completed = [t for t in ended if t.status == Trial.TERMINATED and t.last_result.get(FINAL_FLAG) == 1]
     elbos = [float(t.last_result["elbo"]) for t in ended if "elbo" in t.last_result]
@@ -65,7 +66,7 @@ def progress(live: LiveSweep, trials: list[Trial]) -> SweepProgress:
         total=live.spec.n_trials,
         completed=len(completed),
         stopped=sum(t.status == Trial.TERMINATED for t in ended) - len(completed),
-        running=sum(t.status == Trial.RUNNING for t in trials),
+        running=sum(t.status == Trial.RUNNING or t is starting for t in trials),
         failed=sum(t.status == Trial.ERROR for t in trials),
         collapsed=sum(t.last_result.get("collapsed", 0.0) >= 0.5 for t in ended),
         best_elbo=max(elbos, default=None),
@@ -86,13 +87,13 @@ class SweepCallback(tune.Callback):
     def live(self) -> LiveSweep:
         return LIVE[self.sweep_id]
 
-    def _emit(self, trials: list[Trial]) -> None:
+    def _emit(self, trials: list[Trial], starting: Trial | None = None) -> None:
         if self.live.on_progress is not None:
-            self.live.on_progress(progress(self.live, trials))
+            self.live.on_progress(progress(self.live, trials, starting))
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self.live.tracker.child_run(trial.trial_id, trial_params(trial))
-        self._emit(trials)
+        self._emit(trials, starting=trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         self.live.tracker.log_result(trial.trial_id, trial_params(trial), result)

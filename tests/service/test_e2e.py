@@ -96,7 +96,8 @@ def test_a_tiny_sweep_runs_to_success(api: ApiProcess, mlflow_server: str) -> No
 
 def test_cancel_stops_a_running_sweep(api: ApiProcess) -> None:
     with api.client() as client:
-        spec = tiny("cancel", n_trials=4, epochs=200, max_concurrent_trials=1)
+        # mnist5k trials of 200 epochs last tens of seconds: the cancel surely lands while one runs.
+        spec = tiny("cancel", dataset="mnist5k", n_trials=4, epochs=200, max_concurrent_trials=1)
         sweep_id = client.post("/v1/sweeps", json=spec).json()["id"]
         _poll(client, sweep_id, ("running", *FINISHED))
         wait_until(lambda: client.get(f"/v1/sweeps/{sweep_id}").json()["progress"]["running"] >= 1, timeout=120)
