@@ -49,6 +49,8 @@ def _draw(axes: plt.Axes, evaluated: list[TrialOutcome], selection: Selection) -
     rates = np.array([t.metrics["rate"] for t in evaluated])
     distortions = np.array([t.metrics["distortion"] for t in evaluated])
     limits = _limits(rates, distortions)
+    axes.set_xlim(*limits[0])
+    axes.set_ylim(*limits[1])
     _iso_elbo_lines(axes, rates, distortions, limits)
     families = sorted({family(t) for t in evaluated})
     colours = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(families)}
@@ -107,20 +109,19 @@ def _iso_elbo_lines(
     for index, total in enumerate(levels):
         d = total - r
         axes.plot(r, d, ":", c="grey", lw=0.8, zorder=1, label="iso-ELBO: D + R = const" if index == 0 else None)
-        inside = (d >= d_low) & (d <= d_high)
+        inside = (d >= d_low) & (d <= 0.93 * d_high + 0.07 * d_low)
         if inside.any():
-            at = int(np.flatnonzero(inside)[-1])
-            axes.annotate(
-                f"ELBO {-total:.2f}",
-                (r[at], d[at]),
-                fontsize=6.5,
-                color="grey",
-                rotation=-25,
-                ha="right",
-                va="bottom",
-                xytext=(-2, 2),
-                textcoords="offset points",
-            )
+            # Labelled where the line enters the plot at its top-left, clear of the points and of each other.
+            at = int(np.flatnonzero(inside)[0])
+            axes.annotate(f"ELBO {-total:.2f}", (r[at], d[at]), fontsize=6.5, color="grey", ha="left", va="bottom",
+                          rotation=_slope_angle(axes), rotation_mode="anchor", xytext=(3, -9),
+                          textcoords="offset points")  # fmt: skip
+
+
+def _slope_angle(axes: plt.Axes) -> float:
+    # On-screen angle of a slope -1 line, so that each iso-ELBO label lies along its own line.
+    (x0, y0), (x1, y1) = axes.transData.transform([(0.0, 0.0), (1.0, -1.0)])
+    return float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
 
 
 def _fronts(axes: plt.Axes, evaluated: list[TrialOutcome], selection: Selection) -> None:
@@ -140,27 +141,28 @@ def _fronts(axes: plt.Axes, evaluated: list[TrialOutcome], selection: Selection)
     by_number = {t.number: t for t in evaluated}
     optimal = sorted((by_number[n] for n in selection.rd_frontier if n in by_number), key=lambda t: t.metrics["rate"])
     if optimal:
-        axes.step(
+        axes.plot(
             [t.metrics["rate"] for t in optimal],
             [t.metrics["distortion"] for t in optimal],
-            where="post",
+            "--",
             c="black",
             lw=0.8,
-            alpha=0.5,
+            alpha=0.6,
             zorder=2,
-            label="RD-optimal: no trial lower in both R and D",
+            label="RD-optimal trials: none other lower in both R and D",
         )
 
 
 def _labels(axes: plt.Axes, evaluated: list[TrialOutcome], selection: Selection) -> None:
     marked = {t.trial_id for t in (selection.max_elbo, selection.recommended) if t is not None}
-    for trial in evaluated:
+    for index, trial in enumerate(sorted(evaluated, key=lambda t: (t.metrics["rate"], t.number))):
         if len(evaluated) <= _LABEL_ALL_UP_TO or trial.trial_id in marked:
+            # Alternate below/above so that neighbours (collapsed trials pile up at R ~ 0) stay readable.
             axes.annotate(
                 f"#{trial.number}",
                 (trial.metrics["rate"], trial.metrics["distortion"]),
                 fontsize=7,
-                xytext=(4, -9),
+                xytext=(5, -10) if index % 2 == 0 else (5, 4),
                 textcoords="offset points",
             )
 

@@ -162,13 +162,23 @@ def _iwae_text(
     if iwae_gap is None:
         return f"The IWAE bound (k={k}) puts {label(max_iwae)} first."
     looser = [t.metrics["iwae_ll"] - t.metrics["elbo"] for t in (recommended, max_elbo)]
+    why = (
+        f"the ELBO's preference for the max-ELBO model comes from its looser bound on the other "
+        f"(ELBO-to-IWAE gap {looser[0]:.3f} vs {looser[1]:.3f} nats)"
+    )
+    if iwae_gap.significant() is False:
+        ahead = recommended if iwae_gap.gap < 0 else max_elbo
+        level = iwae_gap.model_copy(update={"gap": abs(iwae_gap.gap)})
+        return (
+            f"The tighter IWAE bound (k={k}) cannot separate the two: {label(ahead)} is ahead by "
+            f"{_gap_text(level, '')}" + (f"; {why}." if looser[0] > looser[1] else ".")
+        )
     if iwae_gap.gap < 0:
         reversed_gap = iwae_gap.model_copy(update={"gap": -iwae_gap.gap})
         return (
             f"The tighter IWAE bound (k={k}) ranks them the other way: {recommended.metrics['iwae_ll']:.3f} for "
             f"{label(recommended)} vs {max_elbo.metrics['iwae_ll']:.3f}, ahead by {_gap_text(reversed_gap, '')}: "
-            f"the ELBO favours the max-ELBO model because its bound is looser for the other "
-            f"(ELBO-to-IWAE gap {looser[0]:.3f} vs {looser[1]:.3f} nats)."
+            f"{why}."
         )
     return (
         f"The tighter IWAE bound (k={k}) agrees with the ELBO ordering: the max-ELBO model is ahead by "
