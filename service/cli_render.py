@@ -106,7 +106,10 @@ def pareto_table(view: dict[str, Any]) -> Table:
     for trial in rows:
         metrics = trial.get("metrics", {})
         mark = "★" if trial["trial_id"] == recommended else "▲" if top and trial["trial_id"] == top["trial_id"] else ""
-        table.add_row(mark, str(trial["number"]), _params(trial), *(_number(metrics.get(key)) for key, _ in METRICS),
+        cells = [_number(metrics.get(key)) for key, _ in METRICS]
+        if metrics.get("mutual_info_saturated"):  # a lower bound at the estimator's cap log N, not a measurement
+            cells[[key for key, _ in METRICS].index("mutual_info")] = f"≥{_number(metrics.get('mutual_info'))}"
+        table.add_row(mark, str(trial["number"]), _params(trial), *cells,
                       "yes" if trial.get("collapsed") else "no")  # fmt: skip
     return table
 

@@ -85,6 +85,13 @@ def test_nested_child_runs_hold_params_and_per_epoch_metrics(
     parent = client.get_run(result.mlflow_parent_run_id)
     assert parent.data.metrics["n_trials"] == SPEC.n_trials
     assert "hypervolume" in parent.data.metrics
+    # The verdict travels with the parent run: in words, as a tag a user can filter on, and as metrics.
+    selection = result.selection
+    verdict = {True: "collapsed", False: "not collapsed", None: "undetermined"}[selection.max_elbo_collapsed]
+    assert parent.data.tags["rdvae.max_elbo_verdict"] == verdict
+    assert parent.data.tags["rdvae.reason"] == selection.reason
+    assert parent.data.metrics["n_censored"] == len(selection.censored_trials)
+    assert parent.data.metrics["max_iwae"] == pytest.approx(selection.max_iwae.metrics["iwae_ll"])
 
 
 def test_front_is_non_dominated_and_recommendation_is_feasible(sweep: tuple[SweepResult, list[SweepProgress]]) -> None:
