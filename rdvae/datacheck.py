@@ -33,8 +33,12 @@ class ValueSummary:
 
 
 def summarize(values: np.ndarray | torch.Tensor) -> ValueSummary:
-    """Range, integrality and binariness of finite `values` (any shape)."""
+    """Range, integrality and binariness of the finite entries of `values` (any shape). NaN/inf are refused where
+    data are loaded; in tensors handed to `fit` directly they surface as a diverged loss naming the step."""
     array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    array = array[np.isfinite(array)] if array.size else array
+    if array.size == 0:
+        return ValueSummary(minimum=0.0, maximum=0.0, integral=True, binary=True)
     integral = bool(np.all(array == np.round(array)))
     return ValueSummary(
         minimum=float(array.min()),

@@ -148,5 +148,5 @@ def test_an_nb_vae_recovers_the_rates_of_known_counts_and_beats_a_latent_free_mo
     correlation = np.corrcoef(np.log(recovered.ravel()), np.log(true_test.ravel()))[0, 1]
     baseline_correlation = np.corrcoef(np.log(baseline_mean.ravel()), np.log(true_test.ravel()))[0, 1]
     assert correlation > 0.95 and correlation > baseline_correlation + 0.05, (correlation, baseline_correlation)
-    theta_learned = float(model.likelihood.log_theta.exp().median())
+    theta_learned = float(model.likelihood.log_theta.detach().exp().median())
     assert 2.0 < theta_learned < 8.0  # the true inverse dispersion is 4
