@@ -102,7 +102,10 @@ def _stopper(spec: SweepSpec, sweep_id: str) -> Stopper:
     return CombinedStopper(*stoppers)
 
 
-def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits) -> tune.Tuner:
+def _tuner(
+    spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits | None = None
+) -> tune.Tuner:
+    data = data if data is not None else load_data(spec.dataset)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec_json=spec.model_dump_json(), data=data, audit_dir=str(audit_dir)),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
