@@ -33,6 +33,7 @@ from service._polling import PollingThread
 from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
 from service.db import session_scope
 from service.settings import Settings
+from workers.budget import SpecFieldError, check_budget
 from workers.datasets import check_sweep_data
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
@@ -56,9 +57,13 @@ class SpecRejectedError(ValueError):
 
 
 def check_spec(spec: SweepSpec, data_root: Path) -> DatasetInfo:
-    """The data set against the spec before it is accepted: a `file` must resolve inside the data root to a
-    .npy/.npz/.h5ad whose header, size, shape, dtype and values suit the model (likelihood, conv); see
-    rdvae.datafiles. Returns the data set's lineage (digest, shape, likelihood)."""
+    """What a spec must satisfy to run here: a capacity ramp that reaches C; a data set that suits the model — a
+    `file` must resolve inside the data root to a .npy/.npz/.h5ad whose header, size, shape, dtype and values suit
+    the likelihood and conv layers (see rdvae.datafiles). Returns the data set's lineage (digest, shape, ...)."""
+    try:
+        check_budget(spec)
+    except SpecFieldError as error:
+        raise SpecRejectedError(f"body.{error.field}", error.reason) from error
     try:
         return check_sweep_data(spec, data_root)
     except DataError as error:
