@@ -234,7 +234,7 @@ ROWS: list[tuple[str, Callable[[HeldOutMetrics], str]]] = [
     ("IWAE NLL (nats)", lambda m: "-" if m.iwae_ll is None else f"{-m.iwae_ll:.3f} (k={m.iwae_samples})"),
     ("active units", lambda m: str(m.active_units)),
     ("mutual info I(x;z)", lambda m: f"{m.mutual_info:.3f}"),
-    ("marginal KL", lambda m: f"{m.marginal_kl:.3f}"),
+    ("marginal KL", lambda m: "-" if m.marginal_kl is None else f"{m.marginal_kl:.3f}"),
     ("collapsed", lambda m: "yes" if m.collapsed else "no"),
 ]
 
