@@ -173,7 +173,9 @@ def _h5ad_header(path: Path, name: str, key: str | None) -> ArrayHeader:
                 raise DataError("dataset.path", f"data file {name}: unsupported AnnData matrix encoding {encoding!r}")
             shape = tuple(int(s) for s in node.attrs["shape"])
             return ArrayHeader(shape, node["data"].dtype, sparse=True)
-    except OSError as error:
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as error:  # not HDF5, or an X without its parts
         raise DataError("dataset.path", f"data file {name}: not a readable AnnData (.h5ad) file") from error
 
 
@@ -247,9 +249,9 @@ def read_array(path: Path, name: str, key: str | None = None) -> tuple[np.ndarra
                 array = archive[key or NPZ_DEFAULT_KEY]
         else:
             array = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        if isinstance(error, DataError):
-            raise
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, NotImplementedError, zipfile.BadZipFile) as error:
         raise DataError("dataset.path", f"data file {name}: not a readable numpy array file ({error})") from error
     if tuple(array.shape) != header.shape:
         raise DataError("dataset.path", f"data file {name}: holds shape {array.shape}, its header says {header.shape}")

@@ -141,6 +141,11 @@ def test_a_file_that_is_not_hdf5_is_refused(data_root: Path) -> None:
     (data_root / "fake.h5ad").write_bytes(b"not hdf5" * 20)
     with pytest.raises(DataError, match=r"'fake.h5ad': not a readable AnnData \(\.h5ad\) file"):
         load_data(_file("fake.h5ad"))
+    with h5py.File(data_root / "broken.h5ad", "w") as broken:  # a CSR matrix without its shape
+        broken.create_group("X").attrs["encoding-type"] = "csr_matrix"
+        broken["X"]["data"] = np.ones(3)
+    with pytest.raises(DataError, match=r"'broken.h5ad': not a readable AnnData"):
+        load_data(_file("broken.h5ad"))
 
 
 def test_path_errors_name_only_the_users_path(data_root: Path, tmp_path: Path) -> None:
