@@ -232,10 +232,19 @@ def check_header(header: ArrayHeader, name: str) -> None:
         )
 
 
+def _element_name(path: Path, key: str | None) -> str:
+    if path.suffix == ".npz":
+        return f"array {key or NPZ_DEFAULT_KEY!r}"
+    return "X" if key is None else f"layer {key!r}"
+
+
 def read_array(path: Path, name: str, key: str | None = None) -> tuple[np.ndarray, ArrayHeader]:
     """Check the header, then load the array (dense, its stored dtype) and return it with the header."""
     header = read_header(path, name, key)
-    check_header(header, name)
+    try:
+        check_header(header, name if path.suffix == ".npy" else f"{name}, {_element_name(path, key)}")
+    except DataError as error:  # the array `key` chose is the one to change
+        raise DataError("dataset.key" if key is not None else error.field, error.reason) from None
     try:
         if path.suffix == ".h5ad":
             import anndata

@@ -70,7 +70,7 @@ def _submit(client: TestClient, dataset: dict, **model: object) -> tuple[int, di
             "body.dataset.key",
             "no array 'x' in the .npz (arrays present: ['images', 'y'])",
         ),
-        ({"path": "labelled.npz", "key": "y"}, {}, "body.dataset.path", "expected shape [N, D]"),
+        ({"path": "labelled.npz", "key": "y"}, {}, "body.dataset.key", "array 'y': expected shape [N, D]"),
         ({"path": "bomb.npz"}, {}, "body.dataset.path", "holds 4,000,000,000 bytes, over the limit"),
         ({"path": "images.npy"}, {"likelihood": "gaussian", "encoder": "conv"}, "body.model.encoder", "divisible by 4"),
         ({"path": "cells.h5ad"}, {"likelihood": "zinb"}, "body.model.likelihood", "not all integers"),
