@@ -1,6 +1,8 @@
 """rdvae: rate-distortion VAEs — data, models, objectives, held-out metrics and a fast trainer."""
 
-from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path
+from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path, synthetic_counts
+from rdvae.datacheck import DatasetInfo, inspect_dataset
+from rdvae.datafiles import DataError
 from rdvae.evaluate import HeldOutMetrics, evaluate, iwae_log_likelihood
 from rdvae.metrics import (
     active_units,
@@ -31,6 +33,8 @@ __all__ = [
     "DATASETS",
     "VAE",
     "DataConfig",
+    "DataError",
+    "DatasetInfo",
     "DataSplits",
     "FitResult",
     "HeldOutMetrics",
@@ -48,6 +52,7 @@ __all__ = [
     "fit",
     "gaussian_kl",
     "is_collapsed",
+    "inspect_dataset",
     "iwae_log_likelihood",
     "kl_per_dim",
     "load_checkpoint",
@@ -58,5 +63,6 @@ __all__ = [
     "resolve_device",
     "resolve_user_path",
     "save_checkpoint",
+    "synthetic_counts",
     "training_loss",
 ]

@@ -8,12 +8,14 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
 
 from rdvae.data import DATASETS, DataConfig
+from rdvae.datafiles import DataError
 from rdvae.evaluate import HeldOutMetrics
+from rdvae.likelihoods import Likelihood
 from rdvae.models import ModelConfig
 from rdvae.objectives import ObjectiveConfig
 from rdvae.train import FitResult, RunConfig, TrainConfig, TrainingDivergedError, fit
@@ -26,9 +28,11 @@ OPTION_OF_FIELD = {
     ("data", "name"): "--dataset",
     ("data", "path"): "--data-path",
     ("data", "binarization"): "--binarization",
+    ("data", "key"): "--data-key",
     ("model", "encoder"): "--encoder",
     ("model", "decoder"): "--decoder",
     ("model", "likelihood"): "--likelihood",
+    ("model", "standardize"): "--standardize",
     ("model", "latent_dim"): "--latent-dim",
     ("model", "hidden_dims"): "--hidden",
     ("objective", "kind"): "--objective",
@@ -79,12 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(subparser=train)
     data = train.add_argument_group("data")
     data.add_argument("--dataset", choices=[*DATASETS, "file"], help="registered data set, or `file` (default: digits)")
-    data.add_argument("--data-path", help="a .npy/.npz under $RDVAE_DATA_ROOT (implies --dataset file)")
-    data.add_argument("--binarization", choices=["static", "dynamic", "none"], default="static")
+    data.add_argument("--data-path", help="a .npy/.npz/.h5ad under $RDVAE_DATA_ROOT (implies --dataset file)")
+    data.add_argument("--data-key", help="the array of a .npz (default: x) or the layer of a .h5ad (default: X)")
+    data.add_argument(
+        "--binarization",
+        choices=["static", "dynamic", "none"],
+        help="default: static for mnist5k, digits and synthetic; none for files and synthetic_counts",
+    )
     model = train.add_argument_group("model")
     model.add_argument("--encoder", choices=["mlp", "conv"], default="mlp")
     model.add_argument("--decoder", choices=["mlp", "conv", "made"], default="mlp")
-    model.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
+    model.add_argument("--likelihood", choices=list(get_args(Likelihood)), default="bernoulli")
+    model.add_argument("--standardize", action="store_true", help="gaussian: standardise each feature (stored)")
     model.add_argument("--latent-dim", type=positive_int, default=16)
     model.add_argument("--hidden", type=positive_int, nargs="+", default=[200, 200], metavar="WIDTH")
     objective = train.add_argument_group("objective")
@@ -129,12 +139,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     data = {
         "name": args.dataset or ("file" if args.data_path else "digits"),
         "path": args.data_path,
+        "key": args.data_key,
         "binarization": args.binarization,
     }
     model = {
         "encoder": args.encoder,
         "decoder": args.decoder,
         "likelihood": args.likelihood,
+        "standardize": args.standardize,
         "latent_dim": args.latent_dim,
         "hidden_dims": tuple(args.hidden),
     }
@@ -183,6 +195,15 @@ def validation_messages(section: str, error: ValidationError) -> list[str]:
         message = str(detail["msg"]).removeprefix("Value error, ")
         lines.append(f"argument {option} ({field}): {message}" if option else f"{field}: {message}")
     return lines
+
+
+def data_error_message(error: DataError) -> str:
+    """`argument --likelihood (model.likelihood): ...` for a data set refused for a field of the config."""
+    section, _, name = error.field.partition(".")
+    location = ("data" if section == "dataset" else section, name)
+    option = OPTION_OF_FIELD.get(location)
+    field = ".".join(location)
+    return f"argument {option} ({field}): {error.reason}" if option else f"{field}: {error.reason}"
 
 
 class ProgressBar:
@@ -271,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDivergedError as error:
         print(f"rdvae train: diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED
+    except DataError as error:  # the data set against the model: name the option to change
+        return _usage_error(train_parser, [data_error_message(error)])
     except (ValueError, FileNotFoundError) as error:  # bad data file, device or checkpoint: named where raised
         return _usage_error(train_parser, [str(error)])
     print(_report(result, args.json, args.checkpoint))

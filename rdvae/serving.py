@@ -9,7 +9,7 @@ from rdvae.models import VAE
 
 
 class PosteriorMean(nn.Module):
-    """x: [B, D] in [0, 1] -> E_q[z|x] = mu(x): [B, Z]; the full model stays reachable as `.vae`.
+    """x: [B, D] (as trained on: bits, reals, counts) -> E_q[z|x] = mu(x): [B, Z]; the full model is `.vae`.
 
     `VAE.forward` returns a (log p(x|z), mu, logvar) tuple for training; model servers (MLflow pyfunc) need
     a single output tensor, and the latent code is what downstream users ask a VAE for.

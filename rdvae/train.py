@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from rdvae.data import DataConfig, DataSplits, binarize, load_data
+from rdvae.datacheck import check_splits
 from rdvae.evaluate import HeldOutMetrics, evaluate
 from rdvae.metrics import COLLAPSE_RATE_THRESHOLD, gaussian_kl
 from rdvae.models import VAE, ModelConfig, build_model
@@ -97,13 +98,17 @@ def fit(
     """
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    splits = (data or load_data(config.data)).to(device)
+    splits = data or load_data(config.data)
+    check_splits(splits, config.model)
+    splits = splits.to(device)
     if splits.train.shape[0] < 1 or splits.validation.shape[0] < 2 or splits.test.shape[0] < 2:
         raise ValueError(
             f"data splits need >= 1 training and >= 2 validation and test examples, got "
             f"{splits.train.shape[0]}, {splits.validation.shape[0]}, {splits.test.shape[0]}"
         )
     model = build_model(config.model, splits.input_dim, splits.image_shape).to(device)
+    if config.model.standardize:  # stored as buffers: saved, restored and undone by the model itself
+        model.likelihood.fit_standardization(splits.train)
     # The fused kernel does the same Adam update in one pass over all parameters instead of ~10 ops per tensor.
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=fused)

@@ -27,13 +27,14 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rdvae import resolve_user_path
+from rdvae import DataError, DatasetInfo
 from service import store
 from service._polling import PollingThread
 from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
 from service.db import session_scope
 from service.settings import Settings
 from workers.budget import SpecFieldError, check_budget
+from workers.datasets import check_sweep_data
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
 
@@ -55,24 +56,18 @@ class SpecRejectedError(ValueError):
         self.reason = reason
 
 
-def check_spec(spec: SweepSpec, data_root: Path) -> None:
-    """What a spec must satisfy to run here: a capacity ramp that reaches C; a `file` dataset that resolves to a
-    .npy/.npz inside the data root."""
+def check_spec(spec: SweepSpec, data_root: Path) -> DatasetInfo:
+    """What a spec must satisfy to run here: a capacity ramp that reaches C; a data set that suits the model — a
+    `file` must resolve inside the data root to a .npy/.npz/.h5ad whose header, size, shape, dtype and values suit
+    the likelihood and conv layers (see rdvae.datafiles). Returns the data set's lineage (digest, shape, ...)."""
     try:
         check_budget(spec)
     except SpecFieldError as error:
         raise SpecRejectedError(f"body.{error.field}", error.reason) from error
-    path = spec.dataset.path
-    if spec.dataset.name != "file" or path is None:
-        return
-    shown = repr(path if len(path) <= 100 else path[:100] + "...")
     try:
-        resolve_user_path(path, data_root)
-    except ValueError as error:  # rdvae's rules, and os' "embedded null byte"
-        reason = str(error) if str(error).startswith("data path") else f"data path {shown}: {error}"
-        raise SpecRejectedError("body.dataset.path", reason) from error
-    except OSError as error:  # e.g. a name longer than the file system allows (ENAMETOOLONG)
-        raise SpecRejectedError("body.dataset.path", f"data path {shown}: {error.strerror}") from error
+        return check_sweep_data(spec, data_root)
+    except DataError as error:
+        raise SpecRejectedError(f"body.{error.field}", error.reason) from error
 
 
 def submit_sweep(
@@ -83,11 +78,18 @@ def submit_sweep(
 
 
 def enqueue(
-    session: Session, spec: SweepSpec, *, owner: str, origin: str = "api", data_root: Path | None = None
+    session: Session,
+    spec: SweepSpec,
+    *,
+    owner: str,
+    origin: str = "api",
+    data_root: Path | None = None,
+    dataset: DatasetInfo | None = None,
 ) -> store.Sweep:
-    """`submit_sweep`, returning the new row."""
-    check_spec(spec, data_root if data_root is not None else Settings().data_root)
-    return store.create_sweep(session, spec, owner=owner, origin=origin)
+    """`submit_sweep`, returning the new row; `dataset`: the result of `check_spec` when the caller ran it."""
+    if dataset is None:
+        dataset = check_spec(spec, data_root if data_root is not None else Settings().data_root)
+    return store.create_sweep(session, spec, owner=owner, origin=origin, dataset=dataset)
 
 
 def driver_alive(sweep_dir: Path) -> bool:

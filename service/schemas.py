@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from rdvae import DatasetInfo
 from workers.results import Selection, TrialOutcome
 from workers.spec import SweepSpec
 
@@ -65,6 +66,9 @@ class SweepDetail(SweepSummary):
     mlflow_parent_run_id: str | None = None
     mlflow_parent_run_url: str | None = None
     driver_launches: int = Field(0, description="1 normally; more when the driver was resumed after a crash.")
+    dataset: DatasetInfo | None = Field(
+        None, description="The data set as checked at submit: digest, shape, dtype, likelihood (its lineage)."
+    )
     spec: SweepSpec
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, bindparam, func, select, update
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
+from rdvae import DatasetInfo
 from service.db import Base
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
@@ -54,6 +55,7 @@ class Sweep(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     result_json: Mapped[str | None] = mapped_column(Text)
+    dataset_json: Mapped[str | None] = mapped_column(Text)
 
     @property
     def spec(self) -> SweepSpec:
@@ -63,9 +65,15 @@ class Sweep(Base):
     def result(self) -> SweepResult | None:
         return SweepResult.model_validate_json(self.result_json) if self.result_json else None
 
+    @property
+    def dataset(self) -> DatasetInfo | None:
+        return DatasetInfo.model_validate_json(self.dataset_json) if self.dataset_json else None
 
-def create_sweep(session: Session, spec: SweepSpec, owner: str, origin: str = "api") -> Sweep:
-    """Insert a queued sweep; the caller's transaction commits it (the sweep is durable from then on)."""
+
+def create_sweep(
+    session: Session, spec: SweepSpec, owner: str, origin: str = "api", dataset: DatasetInfo | None = None
+) -> Sweep:
+    """Insert a queued sweep (with the data set checked at submit); the caller's transaction commits it."""
     sweep = Sweep(
         id=uuid.uuid4().hex,
         name=spec.name,
@@ -82,6 +90,7 @@ def create_sweep(session: Session, spec: SweepSpec, owner: str, origin: str = "a
         collapsed=0,
         launches=0,
         cancel_requested=False,
+        dataset_json=dataset.model_dump_json() if dataset is not None else None,
     )
     session.add(sweep)
     session.flush()

@@ -16,16 +16,17 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.stopper import CombinedStopper, Stopper
 
-from rdvae import load_data
+from rdvae import DataSplits, load_data
 from workers.budget import anneal_end_epoch, check_budget
 from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
+from workers.datasets import checked_or_spec_error
 from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
 from workers.search import ConstrainedOptunaSearch
 from workers.selection import annotate, select
 from workers.spec import SpecError, SweepSpec, check_sweep_id
 from workers.stoppers import CancelStopper, CollapseStopper
-from workers.tracking import SweepTracker, numeric_metrics
+from workers.tracking import SweepTracker, log_dataset, numeric_metrics
 from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, PER_EXAMPLE_FILE, load_per_example, train_trial
 
 STORAGE_ROOT_ENV = "RDVAE_STORAGE_ROOT"
@@ -105,8 +106,10 @@ def _stopper(spec: SweepSpec, sweep_id: str) -> Stopper:
     return CombinedStopper(*stoppers)
 
 
-def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.Tuner:
-    data = load_data(spec.dataset)
+def _tuner(
+    spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits | None = None
+) -> tune.Tuner:
+    data = data if data is not None else load_data(spec.dataset)
     n_train = int(data.train.shape[0])
     check_budget(spec, n_train)
     trainable = tune.with_resources(
@@ -207,6 +210,7 @@ def run_sweep(
     check_sweep_id(sweep_id)
     root = resolve_storage_root(storage_root)
     sweep_dir = root / sweep_id
+    dataset = checked_or_spec_error(spec)  # refused here, before Ray starts or the spec is pinned
     _pin_spec(spec, sweep_dir)
     audit_dir = sweep_dir / _AUDIT_DIR
     # Save the experiment state after every event (Tune's default is every >= 10 s), so that a driver killed
@@ -219,7 +223,9 @@ def run_sweep(
         tracker = SweepTracker(spec, sweep_id, sweep_dir, tracking_uri)
         live = LiveSweep(spec, sweep_id, tracker, audit_dir, on_progress=on_progress, should_stop=should_stop)
         LIVE[sweep_id] = live
-        grid = _tuner(spec, sweep_id, root, audit_dir).fit()
+        data = load_data(spec.dataset)
+        log_dataset(tracker.client, tracker.parent_run_id, dataset, data.train.numpy())
+        grid = _tuner(spec, sweep_id, root, audit_dir, data).fit()
         trials, per_example = _outcomes(spec, grid, live)
         selection = select(spec, trials, per_example)
         png = render_rd_plane(trials, selection, title=_plot_title(spec, sweep_id))

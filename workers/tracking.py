@@ -15,12 +15,12 @@ import mlflow
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 import rdvae
-from rdvae import PosteriorMean, load_checkpoint
+from rdvae import DatasetInfo, PosteriorMean, load_checkpoint
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec
 
@@ -317,3 +317,28 @@ def trials_table(trials: list[TrialOutcome]) -> str:
             ]
         )
     return buffer.getvalue()
+
+
+def log_dataset(client: MlflowClient, run_id: str, info: DatasetInfo, features: np.ndarray) -> None:
+    """The sweep's data set as an MLflow dataset input of its parent run, once (a resumed sweep does not repeat it):
+    name, digest (MLflow keeps 32 hex digits; the full `sha256:` digest, shape and likelihood are input tags and
+    run tags), the source (the path relative to the data root, or the built-in set's name) and the features' schema.
+    `features: [N, D]` is what the trials train on."""
+    short_digest = info.digest.removeprefix("sha256:")[:32]
+    run = client.get_run(run_id)
+    if any(entry.dataset.digest == short_digest for entry in run.inputs.dataset_inputs):
+        return
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    source = info.path if info.path else CodeDatasetSource({"rdvae.dataset": info.name})
+    name = info.name if not info.path else f"{info.path}{f':{info.key}' if info.key else ''}"
+    dataset = mlflow.data.from_numpy(features, source=source, name=name[:_MAX_TAG], digest=short_digest)
+    described = {
+        "rdvae.dataset.digest": info.digest,
+        "rdvae.dataset.shape": json.dumps(info.shape),
+        "rdvae.dataset.likelihood": info.likelihood,
+        "rdvae.dataset.binarization": info.binarization,
+    }
+    tags = [InputTag("mlflow.data.context", "training"), *(InputTag(k, v) for k, v in described.items())]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in described.items()])

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -15,7 +16,7 @@ from service import store
 from service.auth import Reader, Writer
 from service.deps import RunnerDep, SessionDep, SettingsDep
 from service.errors import ApiError
-from service.runner import SpecRejectedError, enqueue
+from service.runner import SpecRejectedError, check_spec, enqueue
 from service.schemas import (
     ErrorBody,
     FieldError,
@@ -82,7 +83,9 @@ async def submit(
 ) -> SweepAccepted:
     _check_quotas(session, settings, spec, owner)
     try:
-        sweep = enqueue(session, spec, owner=owner, origin="api", data_root=settings.data_root)
+        # reading and checking a data file takes as long as the file is large: off the event loop
+        dataset = await run_in_threadpool(check_spec, spec, settings.data_root)
+        sweep = enqueue(session, spec, owner=owner, origin="api", data_root=settings.data_root, dataset=dataset)
     except SpecRejectedError as error:
         field_error = FieldError(field=error.field, reason=error.reason)
         raise ApiError(422, f"invalid request: {error}", errors=[field_error]) from error
@@ -168,6 +171,7 @@ def _detail(request: Request, sweep: store.Sweep, position: int | None, settings
         mlflow_parent_run_id=sweep.mlflow_parent_run_id,
         mlflow_parent_run_url=_mlflow_url(settings, sweep),
         driver_launches=sweep.launches,
+        dataset=sweep.dataset,
         spec=sweep.spec,
     )
 

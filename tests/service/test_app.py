@@ -94,7 +94,8 @@ def test_dataset_paths_are_confined_to_the_data_root(client: TestClient, setting
     for path in ("../secret.npy", str(outside), "link.npy", "missing.npy"):
         answer = client.post("/v1/sweeps", json={**TINY, "dataset": {"name": "file", "path": path}}, headers=AUTH)
         assert answer.status_code == 422 and _fields(answer) == ["body.dataset.path"], path
-    accepted = client.post("/v1/sweeps", json={**TINY, "dataset": {"name": "file", "path": "ok.npy"}}, headers=AUTH)
+    grey = {"name": "file", "path": "ok.npy", "binarization": "static"}  # user files are binarised only when asked
+    accepted = client.post("/v1/sweeps", json={**TINY, "dataset": grey}, headers=AUTH)
     assert accepted.status_code == 202
 
 
