@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         check_bind(settings, bind_host(settings))
-        if not settings.api_tokens:
+        if not settings.all_tokens:
             logger.warning("no RDVAE_API_TOKENS: mutating endpoints are open (loopback or RDVAE_INSECURE only)")
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         migrate(engine)

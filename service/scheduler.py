@@ -6,6 +6,8 @@ were missed (service down, loop late), and its next fire time is then computed f
 fires again after restart (never skipped) and a crash after it does not (never doubled); two API processes on one
 DB cannot both fire the same time. Paused schedules have no next fire time; resuming starts from now (no catch-up).
 Warm start: the sweep gets the Pareto-front parameters of the schedule's previous sweep as points to try first.
+Quotas: a firing counts against its owner's `max_active_sweeps_per_token` (and the global queue limit) exactly like
+a direct submission; over quota, the fire time is skipped and `last_error` says why.
 """
 
 from __future__ import annotations
@@ -175,6 +177,11 @@ def _fire_one(
         if claimed != 1:
             return None
         session.refresh(schedule)
+        refusal = _over_quota(session, settings, schedule.owner)
+        if refusal is not None:
+            schedule.last_error = f"skipped the fire time {due_at.isoformat()}: {refusal}"
+            logger.warning("schedule %s: %s", schedule.id, schedule.last_error)
+            return None
         schedule.last_fired_at = now
         schedule.fire_count += 1
         schedule.missed_count += missed
@@ -189,6 +196,18 @@ def _fire_one(
         schedule.last_error = None
         logger.info("schedule %s fired sweep %s (coalesced %d missed fire times)", schedule.id, sweep_id, missed)
         return sweep_id
+
+
+def _over_quota(session: Session, settings: Settings, owner: str) -> str | None:
+    """Why a sweep of `owner` may not be queued now (the quotas of POST /v1/sweeps), or None."""
+    limit = settings.quota(owner, "max_active_sweeps_per_token")
+    active = store.count_active_for_owner(session, owner)
+    if active >= limit:
+        return f"{active} sweeps of this owner are queued or running; the quota max_active_sweeps_per_token is {limit}"
+    queued = store.count_queued(session)
+    if queued >= settings.max_queued_sweeps:
+        return f"the queue is full ({queued} sweeps; max_queued_sweeps)"
+    return None
 
 
 def _times_between(schedule: Schedule, due_at: datetime, now: datetime, cap: int = 10_000) -> list[datetime]:

@@ -121,12 +121,20 @@ def get_sweep(session: Session, sweep_id: str) -> Sweep | None:
     return session.scalar(_BY_ID, {"sweep_id": sweep_id})
 
 
-def list_sweeps(session: Session, status: str | None, limit: int, offset: int) -> tuple[Sequence[Sweep], int]:
-    query = select(Sweep)
-    count = select(func.count()).select_from(Sweep)
+def list_sweeps(
+    session: Session, status: str | None, limit: int, offset: int, *, owner: str | None = None,
+    id_prefix: str | None = None,
+) -> tuple[Sequence[Sweep], int]:  # fmt: skip
+    """A page of sweeps, newest first, optionally only one status, one owner's, or ids starting with a prefix."""
+    conditions = []
     if status is not None:
-        query = query.where(Sweep.status == status)
-        count = count.where(Sweep.status == status)
+        conditions.append(Sweep.status == status)
+    if owner is not None:
+        conditions.append(Sweep.owner == owner)
+    if id_prefix is not None:
+        conditions.append(Sweep.id.startswith(id_prefix, autoescape=True))
+    query = select(Sweep).where(*conditions)
+    count = select(func.count()).select_from(Sweep).where(*conditions)
     rows = session.scalars(query.order_by(Sweep.seq.desc()).limit(limit).offset(offset)).all()
     return rows, int(session.scalar(count) or 0)
 

@@ -1,5 +1,9 @@
 """/v1/schedules: cron-scheduled sweeps — create, list, inspect, update, delete, pause and resume.
 
+Only a schedule's owner (or an admin token) may change, pause, resume or delete it: another owner's schedule
+answers 404. A token owns at most `max_schedules_per_token` schedules; each firing counts against the owner's
+active-sweep quota like a direct submission (service/scheduler.py).
+
 The router's lifespan runs the scheduler loop (service/scheduler.py) for as long as the app serves.
 """
 
@@ -17,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.auth import Reader, Writer
+from service.auth import Caller, Reader, Writer, may_see
 from service.deps import SessionDep, SettingsDep
 from service.errors import ApiError
 from service.routes.sweeps import check_spec_quotas
@@ -74,8 +78,8 @@ class ScheduleCreate(_Timing):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
 
     name: PlainText | None = Field(None, max_length=200)
-    cron: str = Field(max_length=200, description="Five-field cron (`0 2 * * *`) or an alias (`@daily`).")
-    timezone: str = Field("UTC", max_length=64, description="IANA timezone the cron expression is read in.")
+    cron: str = Field(min_length=6, max_length=200, description="Five-field cron (`0 2 * * *`) or an alias (`@daily`).")
+    timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA timezone the cron expression is read in.")
     spec: SweepSpec
     warm_start: bool = Field(False, description="Seed each sweep with the previous sweep's Pareto-front params.")
     paused: bool = False
@@ -87,8 +91,8 @@ class ScheduleUpdate(_Timing):
     model_config = ConfigDict(extra="forbid")
 
     name: PlainText | None = Field(None, max_length=200)
-    cron: str | None = Field(None, max_length=200)
-    timezone: str | None = Field(None, max_length=64)
+    cron: str | None = Field(None, min_length=6, max_length=200)
+    timezone: str | None = Field(None, min_length=1, max_length=64)
     spec: SweepSpec | None = None
     warm_start: bool | None = None
 
@@ -151,18 +155,24 @@ def _runnable(spec: SweepSpec, settings: Settings, owner: str) -> None:
                        errors=[FieldError(field=field, reason=error.reason)]) from error  # fmt: skip
 
 
-def _found(session: Session, schedule_id: str) -> Schedule:
+def _found(session: Session, schedule_id: str, caller: Caller | None) -> Schedule:
+    """The schedule, or 404 when there is none or `caller` may not see it (another owner's)."""
     schedule = session.get(Schedule, schedule_id)
-    if schedule is None:
+    if schedule is None or not may_see(caller, schedule.owner):
         raise ApiError(404, f"no schedule with id {schedule_id!r}")
     return schedule
 
 
 @router.post("", status_code=201, response_model=ScheduleView, summary="Create a schedule",
-             responses={401: _E, 422: _E})  # fmt: skip
-def create(request: Request, body: ScheduleCreate, owner: Writer, session: SessionDep, settings: SettingsDep,
+             responses={401: _E, 422: _E, 429: _E})  # fmt: skip
+def create(request: Request, body: ScheduleCreate, caller: Writer, session: SessionDep, settings: SettingsDep,
            upcoming: Upcoming = 5) -> ScheduleView:  # fmt: skip
+    owner = caller.owner
     _runnable(body.spec, settings, owner)
+    owned = int(session.scalar(select(func.count()).select_from(Schedule).where(Schedule.owner == owner)) or 0)
+    limit = settings.quota(owner, "max_schedules_per_token")
+    if owned >= limit:
+        raise ApiError(429, f"this token owns {owned} schedules; the quota is {limit}", limit="max_schedules_per_token")
     now = _now(request)
     schedule = create_schedule(session, name=body.name, cron=body.cron, timezone=body.timezone, spec=body.spec,
                                warm_start=body.warm_start, paused=body.paused, owner=owner, now=now)  # fmt: skip
@@ -173,25 +183,26 @@ def create(request: Request, body: ScheduleCreate, owner: Writer, session: Sessi
 
 @router.get("", response_model=SchedulePage, summary="List schedules with their next fire times",
             responses={401: _E})  # fmt: skip
-def list_schedules(request: Request, _reader: Reader, session: SessionDep, upcoming: Upcoming = 3) -> SchedulePage:
-    rows = session.scalars(select(Schedule).order_by(Schedule.created_at)).all()
-    total = int(session.scalar(select(func.count()).select_from(Schedule)) or 0)
+def list_schedules(request: Request, reader: Reader, session: SessionDep, upcoming: Upcoming = 3) -> SchedulePage:
+    mine = [Schedule.owner == reader.owner] if reader is not None and not reader.admin else []
+    rows = session.scalars(select(Schedule).where(*mine).order_by(Schedule.created_at)).all()
+    total = int(session.scalar(select(func.count()).select_from(Schedule).where(*mine)) or 0)
     now = _now(request)
     return SchedulePage(items=[_view(row, now, upcoming) for row in rows], total=total)
 
 
 @router.get("/{schedule_id}", response_model=ScheduleView, summary="A schedule, its next fire times, last sweep",
             responses={401: _E, 404: _E})  # fmt: skip
-def get_schedule(request: Request, schedule_id: ScheduleId, _reader: Reader, session: SessionDep,
+def get_schedule(request: Request, schedule_id: ScheduleId, reader: Reader, session: SessionDep,
                  upcoming: Upcoming = 5) -> ScheduleView:  # fmt: skip
-    return _view(_found(session, schedule_id), _now(request), upcoming)
+    return _view(_found(session, schedule_id, reader), _now(request), upcoming)
 
 
 @router.patch("/{schedule_id}", response_model=ScheduleView, summary="Change cron, timezone, spec or warm start",
               responses={401: _E, 404: _E, 422: _E})  # fmt: skip
-def update_schedule(request: Request, schedule_id: ScheduleId, body: ScheduleUpdate, _owner: Writer,
+def update_schedule(request: Request, schedule_id: ScheduleId, body: ScheduleUpdate, caller: Writer,
                     session: SessionDep, settings: SettingsDep) -> ScheduleView:  # fmt: skip
-    schedule = _found(session, schedule_id)
+    schedule = _found(session, schedule_id, caller)
     if body.spec is not None:
         _runnable(body.spec, settings, schedule.owner)
     changes = body.model_dump(exclude_unset=True)
@@ -209,14 +220,14 @@ def update_schedule(request: Request, schedule_id: ScheduleId, body: ScheduleUpd
 
 @router.delete("/{schedule_id}", status_code=204, summary="Delete a schedule (its sweeps are kept)",
                responses={401: _E, 404: _E})  # fmt: skip
-def delete_schedule(schedule_id: ScheduleId, _owner: Writer, session: SessionDep) -> Response:
-    session.delete(_found(session, schedule_id))
+def delete_schedule(schedule_id: ScheduleId, caller: Writer, session: SessionDep) -> Response:
+    session.delete(_found(session, schedule_id, caller))
     session.commit()
     return Response(status_code=204)
 
 
-def _set_paused(request: Request, schedule_id: str, paused: bool, session: Session) -> ScheduleView:
-    schedule = _found(session, schedule_id)
+def _set_paused(request: Request, schedule_id: str, paused: bool, session: Session, caller: Caller) -> ScheduleView:
+    schedule = _found(session, schedule_id, caller)
     if schedule.paused != paused:
         schedule.paused = paused
         reschedule(schedule, _now(request))  # resuming starts from now: paused time is not caught up
@@ -227,11 +238,11 @@ def _set_paused(request: Request, schedule_id: str, paused: bool, session: Sessi
 
 @router.post("/{schedule_id}/pause", response_model=ScheduleView, summary="Pause: no fire times until resumed",
              responses={401: _E, 404: _E})  # fmt: skip
-def pause(request: Request, schedule_id: ScheduleId, _owner: Writer, session: SessionDep) -> ScheduleView:
-    return _set_paused(request, schedule_id, True, session)
+def pause(request: Request, schedule_id: ScheduleId, caller: Writer, session: SessionDep) -> ScheduleView:
+    return _set_paused(request, schedule_id, True, session, caller)
 
 
 @router.post("/{schedule_id}/resume", response_model=ScheduleView, summary="Resume from the next fire time after now",
              responses={401: _E, 404: _E})  # fmt: skip
-def resume(request: Request, schedule_id: ScheduleId, _owner: Writer, session: SessionDep) -> ScheduleView:
-    return _set_paused(request, schedule_id, False, session)
+def resume(request: Request, schedule_id: ScheduleId, caller: Writer, session: SessionDep) -> ScheduleView:
+    return _set_paused(request, schedule_id, False, session, caller)

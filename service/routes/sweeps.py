@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from service import store
-from service.auth import Reader, Writer
+from service.auth import Caller, Reader, Writer, may_see
 from service.deps import RunnerDep, SessionDep, SettingsDep
 from service.errors import ApiError
 from service.runner import SpecRejectedError, enqueue
@@ -75,11 +75,12 @@ async def submit(
             }
         ),
     ],
-    owner: Writer,
+    caller: Writer,
     session: SessionDep,
     settings: SettingsDep,
     runner: RunnerDep,
 ) -> SweepAccepted:
+    owner = caller.owner
     _check_quotas(session, settings, spec, owner)
     try:
         sweep = enqueue(session, spec, owner=owner, origin="api", data_root=settings.data_root)
@@ -126,13 +127,17 @@ def _check_quotas(session: Session, settings: Settings, spec: SweepSpec, owner: 
 @router.get("", response_model=SweepPage, summary="List sweeps, newest first", responses={401: _E, 422: _E})
 async def list_sweeps(
     request: Request,
-    _reader: Reader,
+    reader: Reader,
     session: SessionDep,
     status: Annotated[SweepStatus | None, Query(description="Only sweeps in this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    id_prefix: Annotated[
+        str | None, Query(min_length=1, max_length=64, pattern="^[0-9a-f]+$", description="Only ids starting so.")
+    ] = None,
 ) -> SweepPage:
-    rows, total = store.list_sweeps(session, status, limit, offset)
+    owner = reader.owner if reader is not None and not reader.admin else None
+    rows, total = store.list_sweeps(session, status, limit, offset, owner=owner, id_prefix=id_prefix)
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return SweepPage(
         items=[_summary(request, row) for row in rows], total=total, limit=limit, offset=offset, next_offset=next_offset
@@ -148,12 +153,12 @@ async def list_sweeps(
 async def get_sweep(
     request: Request,
     sweep_id: SweepId,
-    _reader: Reader,
+    reader: Reader,
     session: SessionDep,
     settings: SettingsDep,
 ) -> SweepDetail:
     sweep, position = store.get_sweep_with_position(session, sweep_id)
-    if sweep is None:
+    if sweep is None or not may_see(reader, sweep.owner):
         raise ApiError(404, f"no sweep with id {sweep_id!r}")
     return _detail(request, sweep, position, settings)
 
@@ -177,17 +182,18 @@ def _detail(request: Request, sweep: store.Sweep, position: int | None, settings
     status_code=202,
     response_model=SweepDetail,
     summary="Cancel: a queued sweep at once, a running one by stopping its Ray trials",
+    description="Only the sweep's owner (or an admin token) may cancel it; another owner's sweep answers 404.",
     responses={401: _E, 404: _E, 409: _E, 422: _E},
 )
 def cancel(
     request: Request,
     sweep_id: SweepId,
-    _owner: Writer,
+    caller: Writer,
     session: SessionDep,
     settings: SettingsDep,
     runner: RunnerDep,
 ) -> SweepDetail:
-    sweep = _found(session, sweep_id)
+    sweep = _found(session, sweep_id, caller)
     previous = runner.request_cancel(session, sweep_id)
     session.refresh(sweep)
     if previous is None:
@@ -198,8 +204,8 @@ def cancel(
 @router.get(
     "/{sweep_id}/trials", response_model=TrialsView, summary="Trial outcomes (once finished)", responses=READ_ERRORS
 )
-async def trials(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> TrialsView:
-    sweep = _found(session, sweep_id)
+async def trials(sweep_id: SweepId, reader: Reader, session: SessionDep) -> TrialsView:
+    sweep = _found(session, sweep_id, reader)
     result = sweep.result
     return TrialsView(sweep_id=sweep.id, status=sweep.status, trials=result.trials if result else [])
 
@@ -210,8 +216,8 @@ async def trials(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> Tri
     summary="Pareto front, recommendation, reason, and whether the max-ELBO trial collapsed",
     responses={**READ_ERRORS, 409: _E},
 )
-async def pareto(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> ParetoView:
-    sweep = _found(session, sweep_id)
+async def pareto(sweep_id: SweepId, reader: Reader, session: SessionDep) -> ParetoView:
+    sweep = _found(session, sweep_id, reader)
     selection = _finished_result(sweep).selection
     return ParetoView(
         sweep_id=sweep.id,
@@ -232,8 +238,8 @@ async def pareto(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> Par
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **READ_ERRORS, 409: _E},
 )
-def plot(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> Response:
-    sweep = _found(session, sweep_id)
+def plot(sweep_id: SweepId, reader: Reader, session: SessionDep) -> Response:
+    sweep = _found(session, sweep_id, reader)
     result = _finished_result(sweep)
     if result.plot_path and Path(result.plot_path).is_file():
         return FileResponse(result.plot_path, media_type="image/png")
@@ -242,9 +248,11 @@ def plot(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> Response:
     return Response(render_rd_plane(result.trials, result.selection), media_type="image/png")
 
 
-def _found(session: Session, sweep_id: str) -> store.Sweep:
+def _found(session: Session, sweep_id: str, caller: Caller | None) -> store.Sweep:
+    """The sweep, or 404 when there is none or `caller` may not see it (another owner's, with closed reads or on
+    a mutating route): the answer does not tell others' sweeps from missing ones."""
     sweep = store.get_sweep(session, sweep_id)
-    if sweep is None:
+    if sweep is None or not may_see(caller, sweep.owner):
         raise ApiError(404, f"no sweep with id {sweep_id!r}")
     return sweep
 

@@ -174,3 +174,18 @@ def test_bad_timezone_is_rejected_and_fire_times_are_local(tmp_path: Path) -> No
         check_timezone("Mars/Olympus_Mons")
     times = fire_times("0 9 * * 1", "America/New_York", datetime(2026, 11, 26, tzinfo=UTC), 2)
     assert [t.isoformat() for t in times] == ["2026-11-30T09:00:00-05:00", "2026-12-07T09:00:00-05:00"]
+
+
+def test_firings_count_against_the_owners_active_sweep_quota(settings: Settings) -> None:
+    # six every-minute schedules used to give one token 6 active sweeps against a quota of 4, and 6 more a minute
+    clock = Clock(T0)
+    scheduler = _boot(settings, clock)
+    ids = [_add(scheduler, cron="* * * * *") for _ in range(settings.max_active_sweeps_per_token + 1)]
+    clock.moment = T0 + timedelta(minutes=1)
+    assert len(scheduler.tick()) == settings.max_active_sweeps_per_token
+    clock.moment = T0 + timedelta(minutes=2)
+    assert scheduler.tick() == []
+    with session_scope(scheduler.session_factory) as session:
+        assert store.count_active_for_owner(session, "tester") == settings.max_active_sweeps_per_token
+    skipped = [_schedule(scheduler, schedule_id) for schedule_id in ids]
+    assert all("max_active_sweeps_per_token" in (schedule.last_error or "") for schedule in skipped)
