@@ -26,12 +26,13 @@ app = typer.Typer(help="rdvae: rate-distortion VAE sweeps — serve, submit, wat
 schedule_app = typer.Typer(help="Scheduled sweeps: a cron expression (with timezone) + a SweepSpec template.",
                            no_args_is_help=True)  # fmt: skip
 app.add_typer(schedule_app, name="schedule")
-out = Console()
-err = Console(stderr=True)
+# piped (not a terminal): no 80-column limit, so ids and URLs are never cut or folded
+out = Console(width=None if sys.stdout.isatty() else 1_000)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 1_000)
 
 Url = Annotated[str, typer.Option("--url", envvar="RDVAE_URL", help="API base URL.")]
 Token = Annotated[str | None, typer.Option("--token", envvar="RDVAE_TOKEN", help="Bearer token.", show_default=False)]
-SweepId = Annotated[str, typer.Argument(help="Sweep id (from `rdvae submit` or `rdvae list`).")]
+SweepId = Annotated[str, typer.Argument(help="Sweep id or a unique prefix of it (from `rdvae submit`, `rdvae list`).")]
 ScheduleId = Annotated[str, typer.Argument(help="Schedule id (from `rdvae schedule list`).")]
 SpecFile = Annotated[Path, typer.Argument(help="SweepSpec as YAML or JSON.", show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON.")]
@@ -143,6 +144,7 @@ def status(
 ) -> None:
     """A sweep's status, progress and best ELBO so far; --watch follows it live."""
     client = _client(url, token)
+    sweep_id = client.resolve(sweep_id)
     if watch:
         _follow(client, sweep_id, interval)
         return
@@ -176,6 +178,7 @@ def pareto(
 ) -> None:
     """The Pareto front of a finished sweep and the recommended model."""
     client = _client(url, token)
+    sweep_id = client.resolve(sweep_id)
     view = client.pareto(sweep_id)
     if not _printed_json(view, as_json):
         out.print(cli_render.pareto_table(view))
@@ -191,8 +194,20 @@ def pareto(
 @_reports_errors
 def cancel(sweep_id: SweepId, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Cancel a queued or running sweep."""
-    sweep = _client(url, token).cancel(sweep_id)
+    client = _client(url, token)
+    sweep_id = client.resolve(sweep_id)
+    sweep = client.cancel(sweep_id)
     out.print(f"sweep {sweep_id}: {sweep['status']}" + (" (cancel requested)" if sweep.get("cancel_requested") else ""))
+
+
+@app.command()
+@_reports_errors
+def trials(sweep_id: SweepId, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """A sweep's trials: final outcomes once finished, the started ones as they are so far while it runs."""
+    client = _client(url, token)
+    view = client.trials(client.resolve(sweep_id))
+    if not _printed_json(view, as_json):
+        out.print(cli_render.trials_table(view))
 
 
 @app.command("list")

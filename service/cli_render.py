@@ -39,6 +39,41 @@ def sweep_table(sweep: dict[str, Any]) -> Table:
     return table
 
 
+def phase(sweep: dict[str, Any]) -> str:
+    """What the sweep is doing now, in words: queued (its place), starting, trials running, finishing, or done."""
+    status, progress = sweep["status"], sweep["progress"]
+    done = progress.get("done", progress["completed"] + progress["failed"])
+    if status == "queued":
+        return f"queued (position {sweep['queue_position']})" if sweep.get("queue_position") else "queued"
+    if status != "running":
+        return status
+    if progress["running"]:
+        first = done + 1
+        last = done + progress["running"]
+        return f"trial {first} running" if first == last else f"trials {first}-{last} running"
+    if done == 0:
+        return "starting (Ray, MLflow, first trial)"
+    return "finishing (selection, plot, model registry)" if done >= progress["total"] else "between trials"
+
+
+def trials_table(view: dict[str, Any]) -> Table:
+    """One row per trial: number, status, sampled params, held-out metrics, error line."""
+    table = Table(title=f"Trials of sweep {view['sweep_id']} ({view['status']})", caption="held-out nats")
+    table.add_column("#", justify="right")
+    table.add_column("status")
+    table.add_column("params", overflow="fold", ratio=1)
+    for _, title in METRICS:
+        table.add_column(title, justify="right", no_wrap=True)
+    table.add_column("epochs", justify="right")
+    table.add_column("error", overflow="fold")
+    for trial in view["trials"]:
+        metrics = trial.get("metrics", {})
+        table.add_row(str(trial["number"]), trial["status"], _params(trial),
+                      *(_number(metrics.get(key)) for key, _ in METRICS), str(trial.get("epochs", 0)),
+                      trial.get("error") or "")  # fmt: skip
+    return table
+
+
 def watch(fetch: Callable[[], dict[str, Any]], console: Console, interval: float = 1.0) -> dict[str, Any]:
     """A live bar (trials done/total, best ELBO so far, collapsed count) until the sweep finishes."""
     columns = (
@@ -51,12 +86,12 @@ def watch(fetch: Callable[[], dict[str, Any]], console: Console, interval: float
     sweep = fetch()
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(sweep.get("name") or sweep["id"][:8], total=sweep["progress"]["total"],
-                            best="—", collapsed=0, state=sweep["status"])  # fmt: skip
+                            best="—", collapsed=0, state=phase(sweep))  # fmt: skip
         while True:
             progress = sweep["progress"]
             done = progress.get("done", progress["completed"] + progress["failed"])
             bar.update(task, completed=done, total=progress["total"], best=_number(sweep.get("best_elbo")),
-                       collapsed=progress["collapsed"], state=sweep["status"])  # fmt: skip
+                       collapsed=progress["collapsed"], state=phase(sweep))  # fmt: skip
             if sweep["status"] in FINISHED:
                 return sweep
             time.sleep(interval)

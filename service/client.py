@@ -120,6 +120,21 @@ class ApiClient:
         params = {"limit": limit, **({"status": status} if status else {})}
         return self.request("GET", "/v1/sweeps", params=params)
 
+    def resolve(self, sweep_id: str) -> str:
+        """The full id of a sweep given its id or a unique prefix of it (as `rdvae list` shows)."""
+        if len(sweep_id) >= 32 or not sweep_id or any(char not in "0123456789abcdef" for char in sweep_id):
+            return sweep_id  # a full id, or not an id at all: the API answers 404
+        page = self.request("GET", "/v1/sweeps", params={"id_prefix": sweep_id, "limit": 2})
+        ids = [item["id"] for item in page["items"]]
+        if not ids:
+            raise CliError(f"no sweep id starts with {sweep_id!r}", EXIT_API)
+        if page["total"] > 1:
+            raise CliError(f"{page['total']} sweep ids start with {sweep_id!r}; give more characters", EXIT_INVALID)
+        return ids[0]
+
+    def trials(self, sweep_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/sweeps/{_segment(sweep_id)}/trials")
+
     def pareto(self, sweep_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/sweeps/{_segment(sweep_id)}/pareto")
 

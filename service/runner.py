@@ -16,12 +16,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -124,12 +126,37 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _log_tail(path: Path, limit: int = 2000) -> str:
+def _log_tail(path: Path, limit: int = 8000) -> str:
     if not path.exists():
         return ""
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - limit))
         return handle.read().decode("utf-8", "replace").strip()
+
+
+_NOISE = re.compile(r"^(\(\w+ pid=\d+\)|\[\d{4}-|\d{4}-\d\d-\d\d[ T]|.* (INFO|WARNING|DEBUG) )")
+_ERROR_LINE = re.compile(r"^(error: |[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b)")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """The line of a driver log that says what went wrong: its last `SomeError: message` line, else its last line
+    that is not a Ray or logging status line; at most `limit` characters (the whole log stays in driver.log)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    quiet = [line for line in lines if not _NOISE.match(line)]
+    line = (errors or quiet or lines or ["no output"])[-1]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def no_success_error(result: SweepResult) -> str | None:
+    """Why a finished, uncancelled sweep failed: none of its trials ended well (the most common trial error)."""
+    if result.cancelled or any(trial.status in ("completed", "stopped") for trial in result.trials):
+        return None
+    errors = Counter(one_line(trial.error or "no error recorded") for trial in result.trials)
+    if not errors:
+        return "no trial ran"
+    reason, count = errors.most_common(1)[0]
+    return f"no trial succeeded: {len(result.trials)} failed; most common error ({count}x): {reason}"
 
 
 class Runner:
@@ -256,7 +283,7 @@ class Runner:
                 sweep,
                 "failed",
                 error=f"driver died {sweep.launches} times without an exit code; "
-                f"last log:\n{_log_tail(directory / LOG_FILE)}",
+                f"last log line: {one_line(_log_tail(directory / LOG_FILE))}",
             )
             return
         sweep.launches += 1  # counted (committed) before the start: `driver_launches` counts attempts
@@ -307,13 +334,19 @@ class Runner:
         if result is not None:
             store.apply_result(sweep, result)
         if code == 0 and result is not None:
-            self._finish(sweep, "cancelled" if result.cancelled or sweep.cancel_requested else "succeeded")
+            if result.cancelled or sweep.cancel_requested:
+                self._finish(sweep, "cancelled")
+            else:
+                failure = no_success_error(result)
+                self._finish(sweep, "failed" if failure else "succeeded", error=failure)
         elif code == EXIT_CANCELLED or sweep.cancel_requested:
             self._finish(sweep, "cancelled")
         elif code == EXIT_INVALID_SPEC:
-            self._finish(sweep, "failed", error=f"the driver rejected the spec:\n{_log_tail(directory / LOG_FILE)}")
+            reason = one_line(_log_tail(directory / LOG_FILE))
+            self._finish(sweep, "failed", error=f"the driver rejected the spec: {reason}")
         elif code is not None and code < 128:
-            self._finish(sweep, "failed", error=f"driver exited with {code}:\n{_log_tail(directory / LOG_FILE)}")
+            reason = one_line(_log_tail(directory / LOG_FILE))
+            self._finish(sweep, "failed", error=f"driver exited with {code}: {reason}")
         else:  # killed (signal, OOM, reboot) without a verdict: resume it
             logger.warning("sweep %s: driver gone without a verdict (exit %s); resuming", sweep.id, code)
             self._launch(session, sweep)

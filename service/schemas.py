@@ -79,7 +79,9 @@ class SweepPage(BaseModel):
 class TrialsView(BaseModel):
     sweep_id: str
     status: SweepStatus
-    trials: list[TrialOutcome] = Field(description="Final outcomes; empty until the sweep has finished.")
+    trials: list[TrialOutcome] = Field(
+        description="Final outcomes once finished; while running, the started trials as the driver last reported."
+    )
 
 
 class ParetoView(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
+from workers.live_trials import live_outcomes
 from workers.results import SweepProgress
 from workers.spec import SweepSpec
 from workers.tracking import SweepTracker
@@ -74,6 +75,7 @@ def progress(live: LiveSweep, trials: list[Trial], starting: Trial | None = None
         sweep_id=live.sweep_id,
         mlflow_parent_run_id=live.tracker.parent_run_id,
         mlflow_experiment_id=live.tracker.experiment_id,
+        trials=live_outcomes(trials),
     )
 
 

@@ -251,4 +251,5 @@ def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:
         sweep_id=result.sweep_id,
         mlflow_parent_run_id=result.mlflow_parent_run_id,
         mlflow_experiment_id=result.mlflow_experiment_id,
+        trials=trials,
     )

@@ -79,7 +79,7 @@ class ScheduleCreate(_Timing):
 
     name: PlainText | None = Field(None, max_length=200)
     cron: str = Field(min_length=6, max_length=200, description="Five-field cron (`0 2 * * *`) or an alias (`@daily`).")
-    timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA timezone the cron expression is read in.")
+    timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA timezone the cron is read in.")
     spec: SweepSpec
     warm_start: bool = Field(False, description="Seed each sweep with the previous sweep's Pareto-front params.")
     paused: bool = False

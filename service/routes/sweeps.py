@@ -15,7 +15,7 @@ from service import store
 from service.auth import Caller, Reader, Writer, may_see
 from service.deps import RunnerDep, SessionDep, SettingsDep
 from service.errors import ApiError
-from service.runner import SpecRejectedError, enqueue
+from service.runner import PROGRESS_FILE, SpecRejectedError, enqueue, read_last_progress
 from service.schemas import (
     ErrorBody,
     FieldError,
@@ -202,12 +202,18 @@ def cancel(
 
 
 @router.get(
-    "/{sweep_id}/trials", response_model=TrialsView, summary="Trial outcomes (once finished)", responses=READ_ERRORS
+    "/{sweep_id}/trials",
+    response_model=TrialsView,
+    summary="Trial outcomes: final once finished, as they are so far while it runs",
+    responses=READ_ERRORS,
 )
-async def trials(sweep_id: SweepId, reader: Reader, session: SessionDep) -> TrialsView:
+def trials(sweep_id: SweepId, reader: Reader, session: SessionDep, settings: SettingsDep) -> TrialsView:
     sweep = _found(session, sweep_id, reader)
     result = sweep.result
-    return TrialsView(sweep_id=sweep.id, status=sweep.status, trials=result.trials if result else [])
+    if result is not None:
+        return TrialsView(sweep_id=sweep.id, status=sweep.status, trials=result.trials)
+    progress = read_last_progress(settings.sweeps_dir / sweep.id / PROGRESS_FILE)  # the driver's latest snapshot
+    return TrialsView(sweep_id=sweep.id, status=sweep.status, trials=progress.trials if progress else [])
 
 
 @router.get(

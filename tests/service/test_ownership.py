@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import TOKEN, TOKEN_B, ApiProcess, wait_until
+from service_helpers import FAKE_DRIVER, TOKEN, TOKEN_B, ApiProcess, wait_until
 
 from service.app import create_app
 from service.auth import owner_of
@@ -19,7 +19,7 @@ SCHEDULE = {"cron": "0 2 * * *", "spec": {"dataset": "digits", "n_trials": 2, "e
 
 @pytest.fixture
 def api(api_process: Callable[..., ApiProcess]) -> Iterator[ApiProcess]:
-    yield api_process(RDVAE_ADMIN_TOKENS=ADMIN, FAKE_TRIAL_SECONDS="2").start()
+    yield api_process(RDVAE_ADMIN_TOKENS=ADMIN, RDVAE_DRIVER_COMMAND=FAKE_DRIVER, FAKE_TRIAL_SECONDS="2").start()
 
 
 @pytest.mark.slow
