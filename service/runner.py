@@ -1,4 +1,5 @@
-"""The runner: a FIFO queue of sweeps in the DB, at most `max_running_sweeps` driver processes, crash recovery.
+"""The runner: a queue of sweeps in the DB (started round-robin by owner, see service/admission.py), at most
+`max_running_sweeps` driver processes, crash recovery, and a start timeout for sweeps that never start a trial.
 
 Each running sweep has one driver (`python -m workers run`) under a supervisor (`service._supervise`) started in a
 new session: drivers deliberately outlive the API process, so an API crash or redeploy does not kill Ray trials.
@@ -33,6 +34,7 @@ from rdvae import resolve_user_path
 from service import store
 from service._polling import PollingThread
 from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
+from service.admission import fair_order
 from service.db import session_scope
 from service.settings import Settings
 from workers.results import SweepProgress, SweepResult
@@ -213,8 +215,11 @@ class Runner:
             for sweep in store.running_sweeps(session):
                 self._check(session, sweep)
                 session.commit()
-            slots = self.settings.max_running_sweeps - len(store.running_sweeps(session))
-            for sweep in store.queued_in_order(session)[: max(0, slots)]:
+            running = store.running_sweeps(session)
+            slots = self.settings.max_running_sweeps - len(running)
+            queued = store.queued_in_order(session) if slots > 0 else []
+            served = store.last_started_by_owner(session, sorted({sweep.owner for sweep in queued}))
+            for sweep in fair_order(queued, running, served)[: max(0, slots)]:
                 if not store.claim_queued(session, sweep):
                     continue
                 session.commit()  # claimed before launching: a crash in between means "resume", never "lost"
@@ -325,6 +330,14 @@ class Runner:
         if progress is not None:
             store.apply_progress(sweep, progress)
         if driver_alive(directory):
+            if not sweep.cancel_requested and self._never_started_a_trial(sweep, progress):
+                sweep.error = (
+                    f"no trial started within {self.settings.trial_start_timeout_s:g} s (RDVAE_TRIAL_START_TIMEOUT_S): "
+                    f"the cluster never granted the {sweep.spec.resources.cpus:g} CPUs / "
+                    f"{sweep.spec.resources.gpus:g} GPUs a trial asks for, or it is busy"
+                )
+                sweep.cancel_requested = True
+                logger.warning("sweep %s: %s", sweep.id, sweep.error)
             if sweep.cancel_requested:
                 self._escalate_cancel(sweep.id)
             return
@@ -333,7 +346,9 @@ class Runner:
         result = self._read_result(directory)
         if result is not None:
             store.apply_result(sweep, result)
-        if code == 0 and result is not None:
+        if sweep.cancel_requested and sweep.error:  # stopped by the runner (start timeout), not by a user
+            self._finish(sweep, "failed", error=sweep.error)
+        elif code == 0 and result is not None:
             if result.cancelled or sweep.cancel_requested:
                 self._finish(sweep, "cancelled")
             else:
@@ -350,6 +365,16 @@ class Runner:
         else:  # killed (signal, OOM, reboot) without a verdict: resume it
             logger.warning("sweep %s: driver gone without a verdict (exit %s); resuming", sweep.id, code)
             self._launch(session, sweep)
+
+    def _never_started_a_trial(self, sweep: store.Sweep, progress: SweepProgress | None) -> bool:
+        """Running longer than the start timeout (this launch included) without any trial having started."""
+        started = sweep.started_at
+        if started is None:
+            return False
+        started = started.replace(tzinfo=store.utcnow().tzinfo) if started.tzinfo is None else started
+        if (store.utcnow() - started).total_seconds() < self.settings.trial_start_timeout_s:
+            return False
+        return progress is None or not (progress.trials or progress.running or progress.finished or progress.completed)
 
     def _escalate_cancel(self, sweep_id: str) -> None:
         """SIGTERM once (again after a restart, when this runner never sent it), SIGKILL after the grace period."""

@@ -39,7 +39,9 @@ class SweepAccepted(BaseModel):
     id: str
     status: SweepStatus
     status_url: str
-    queue_position: int | None = None
+    queue_position: int | None = Field(
+        None, description="Sweeps queued before this one; they start round-robin by owner, so others may go first."
+    )
     mlflow_parent_run_url: str | None = Field(None, description="Known once the driver has created the run.")
 
 
@@ -58,7 +60,9 @@ class SweepSummary(BaseModel):
 class SweepDetail(SweepSummary):
     """GET /v1/sweeps/{id}."""
 
-    queue_position: int | None = None
+    queue_position: int | None = Field(
+        None, description="Sweeps queued before this one; they start round-robin by owner, so others may go first."
+    )
     cancel_requested: bool = False
     error: str | None = None
     mlflow_experiment_id: str | None = None

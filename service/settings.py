@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="Allow a non-loopback bind with no token configured.")
     host: str = Field("127.0.0.1", description="Bind host used by `python -m service`.")
     port: int = Field(8000, ge=1, le=65535)
-    max_running_sweeps: int = Field(1, ge=1, le=256, description="Sweeps run at once; the rest wait in a FIFO queue.")
+    max_running_sweeps: int = Field(
+        1, ge=1, le=256, description="Sweeps run at once; the rest wait, started round-robin by owner."
+    )
     max_queued_sweeps: int = Field(1000, ge=1, description="Queue length beyond which submissions get 429.")
     max_trials_per_sweep: int = Field(200, ge=1, description="Per-token quota on `n_trials` (422 beyond).")
     max_epochs: int = Field(200, ge=1, description="Per-token quota on `epochs` (422 beyond).")

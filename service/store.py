@@ -168,6 +168,16 @@ def queued_in_order(session: Session) -> Sequence[Sweep]:
     return session.scalars(select(Sweep).where(Sweep.status == "queued").order_by(Sweep.seq)).all()
 
 
+def last_started_by_owner(session: Session, owners: Sequence[str]) -> dict[str, datetime]:
+    """When each of `owners` last had a sweep started (owners never served are absent)."""
+    if not owners:
+        return {}
+    rows = session.execute(
+        select(Sweep.owner, func.max(Sweep.started_at)).where(Sweep.owner.in_(owners)).group_by(Sweep.owner)
+    ).all()
+    return {owner: moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment for owner, moment in rows if moment}
+
+
 def running_sweeps(session: Session) -> Sequence[Sweep]:
     return session.scalars(select(Sweep).where(Sweep.status == "running").order_by(Sweep.seq)).all()
 

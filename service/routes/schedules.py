@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from service.auth import Caller, Reader, Writer, may_see
 from service.deps import SessionDep, SettingsDep
 from service.errors import ApiError
-from service.routes.sweeps import check_spec_quotas
+from service.routes.sweeps import check_resources, check_spec_quotas
 from service.runner import SpecRejectedError, check_spec
 from service.scheduler import (
     Schedule,
@@ -147,6 +147,7 @@ def _view(schedule: Schedule, now: datetime, upcoming: int) -> ScheduleView:
 def _runnable(spec: SweepSpec, settings: Settings, owner: str) -> None:
     """The same data-root rule and size quotas as POST /v1/sweeps, checked now rather than at each fire time."""
     check_spec_quotas(settings, spec, owner, field_prefix="body.spec")
+    check_resources(settings, spec, field_prefix="body.spec")
     try:
         check_spec(spec, settings.data_root)
     except SpecRejectedError as error:

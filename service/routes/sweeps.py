@@ -10,8 +10,10 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service import store
+from service.admission import capacity_known, unfit_resources
 from service.auth import Caller, Reader, Writer, may_see
 from service.deps import RunnerDep, SessionDep, SettingsDep
 from service.errors import ApiError
@@ -82,6 +84,10 @@ async def submit(
 ) -> SweepAccepted:
     owner = caller.owner
     _check_quotas(session, settings, spec, owner)
+    if capacity_known(settings):
+        check_resources(settings, spec)
+    else:  # asks Ray once a minute: off the event loop
+        await run_in_threadpool(check_resources, settings, spec)
     try:
         sweep = enqueue(session, spec, owner=owner, origin="api", data_root=settings.data_root)
     except SpecRejectedError as error:
@@ -107,6 +113,18 @@ def check_spec_quotas(settings: Settings, spec: SweepSpec, owner: str, field_pre
                 limit=setting,
                 errors=[FieldError(field=f"{field_prefix}.{field}", reason=f"at most {cap}")],
             )
+
+
+def check_resources(settings: Settings, spec: SweepSpec, field_prefix: str = "body") -> None:
+    """422 naming `body.resources.<field>` when a trial asks for more than the cluster can ever give."""
+    unfit = unfit_resources(settings, spec)
+    if unfit is not None:
+        field, reason = unfit
+        raise ApiError(
+            422,
+            f"invalid request: {field_prefix}.resources.{field}: {reason}",
+            errors=[FieldError(field=f"{field_prefix}.resources.{field}", reason=reason)],
+        )
 
 
 def _check_quotas(session: Session, settings: Settings, spec: SweepSpec, owner: str) -> None:
