@@ -27,37 +27,64 @@ class CliError(Exception):
         self.details = details or []
 
 
+MAX_SPEC_BYTES = 1_048_576  # a spec is a few hundred bytes; the API refuses bodies over 64 KiB anyway
+MAX_SPEC_VALUES = 100_000  # values after YAML alias expansion ("billion laughs" expands 358 bytes to 10⁹)
+MAX_SPEC_DEPTH = 64
+
+
+def _read_capped(path: Path) -> str:
+    """The file's text, reading at most MAX_SPEC_BYTES + 1 bytes (so /dev/zero or a FIFO cannot exhaust memory)."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise CliError(f"spec file {path} is larger than {MAX_SPEC_BYTES} bytes", EXIT_INVALID)
+    return data.decode("utf-8")
+
+
 def load_spec_file(path: Path) -> dict[str, Any]:
-    """A spec (or schedule) YAML/JSON file as a mapping; the server validates its content."""
+    """A spec (or schedule) YAML/JSON file as a mapping; the server validates its content. Any failure to read
+    or parse it is one CliError line (exit 2): size, encoding, YAML syntax, alias bombs, recursion."""
     if not path.exists():
         raise CliError(f"spec file {path} not found", EXIT_INVALID)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.safe_load(_read_capped(path))
     except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, not UTF-8
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise CliError(f"spec file {path} cannot be read: {reason}", EXIT_INVALID) from error
     except yaml.YAMLError as error:
         raise CliError(f"spec file {path} is not valid YAML: {error}".replace("\n", " "), EXIT_INVALID) from error
+    except (RecursionError, ValueError, TypeError) as error:  # e.g. deep nesting, YAML a constructor rejects
+        raise CliError(f"spec file {path} cannot be parsed: {type(error).__name__}", EXIT_INVALID) from error
     if not isinstance(document, dict):
         raise CliError(f"spec file {path} must hold a mapping of SweepSpec fields", EXIT_INVALID)
-    problem = _not_json(document, "")
+    problem = _not_json(document, "", [0])
     if problem is not None:
         raise CliError(f"spec file {path}: {problem}", EXIT_INVALID)
     return document
 
 
-def _not_json(value: Any, field: str) -> str | None:
-    """The first value JSON cannot carry (YAML's .nan/.inf, dates, sets …), as `field: reason`; None when all can."""
+def _not_json(value: Any, field: str, seen: list[int], depth: int = 0) -> str | None:
+    """The first value JSON cannot carry (YAML's .nan/.inf, dates, sets …), as `field: reason`; None when all can.
+    `seen` counts the values visited, so YAML aliases that expand without end are refused, not walked."""
+    seen[0] += 1
+    if seen[0] > MAX_SPEC_VALUES:
+        return f"expands to more than {MAX_SPEC_VALUES} values (YAML aliases?)"
+    if depth > MAX_SPEC_DEPTH:
+        return f"{field or 'spec'}: nested deeper than {MAX_SPEC_DEPTH} levels (a recursive YAML alias?)"
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{field or 'spec'}: key {key!r} is not a string"
-            found = _not_json(item, f"{field}.{key}" if field else key)
+            found = _not_json(item, f"{field}.{key}" if field else key, seen, depth + 1)
             if found is not None:
                 return found
         return None
     if isinstance(value, list):
-        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{field}.{i}")) is not None), None)
+        for index, item in enumerate(value):
+            found = _not_json(item, f"{field}.{index}", seen, depth + 1)
+            if found is not None:
+                return found
+        return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"{field}: {value} is not a finite number"
     if value is None or isinstance(value, str | int | float):

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from service.schemas import ErrorBody, FieldError
 
@@ -51,6 +52,23 @@ def _field_error(error: dict) -> FieldError:
     return FieldError(field=_field(loc), reason=_reason(error))
 
 
+def _unparsable_reason(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply (the limit is about 1000 levels)"
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return "not a JSON document in UTF-8"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some operation of the OpenAPI document serves at this path (the document lists them all)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
@@ -64,11 +82,17 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body.model_dump(exclude_none=True), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 400 and error.detail == _UNPARSABLE:  # e.g. a body that is not UTF-8
-            field_error = FieldError(field="body", reason="not a JSON document in UTF-8")
-            body = ErrorBody(detail="invalid request: body: not a JSON document in UTF-8", errors=[field_error])
+            reason = _unparsable_reason(error.__cause__)
+            field_error = FieldError(field="body", reason=reason)
+            body = ErrorBody(detail=f"invalid request: body: {reason}", errors=[field_error])
             return JSONResponse(body.model_dump(exclude_none=True), 422)
+        if error.status_code == 405:  # Starlette's Allow header names only the first matching route's methods
+            allowed = _allowed_methods(request)
+            detail = f"method {request.method} not allowed here; allowed: {', '.join(allowed)}"
+            return JSONResponse(ErrorBody(detail=detail).model_dump(exclude_none=True), 405,
+                                headers={"Allow": ", ".join(allowed)})  # fmt: skip
         return JSONResponse(
             ErrorBody(detail=str(error.detail)).model_dump(exclude_none=True),
             error.status_code,

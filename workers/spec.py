@@ -37,8 +37,9 @@ PlainText = Annotated[str, AfterValidator(_printable)]
 
 
 class _Strict(BaseModel):
-    # NaN and ±Infinity are valid JSON literals for Python's parser but no valid value of any field here
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # NaN and ±Infinity are valid JSON literals for Python's parser but no valid value of any field here; strict:
+    # no bool → int and no "3" → 3 (a quoted number or `true` for `n_trials` is a client bug, not a request)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class LogRange(_Strict):

@@ -45,7 +45,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     if os.environ.get("FAKE_FAIL") == "1":
         print("2026-11-27 10:00:00,000\tINFO worker.py:1 -- Started a local Ray instance.", file=sys.stderr)
-        print("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>", file=sys.stderr)
+        print('Traceback (most recent call last):\n  File "x.py", line 1, in <module>', file=sys.stderr)
         print("RuntimeError: fake driver: failing on purpose", file=sys.stderr)
         print("(raylet pid=123) INFO lines after the error", file=sys.stderr)
         return 1
