@@ -149,9 +149,15 @@ class MlflowSpec(_Strict):
 
     experiment_name: PlainText = Field("rdvae", min_length=1, max_length=200)
     registered_model_name: PlainText | None = Field(
-        None, max_length=200, description="Register the recommended model under this name (alias `champion`)."
+        None,
+        max_length=200,
+        description="Register the recommended model under this name (default `<experiment>-<data set>-champion`); "
+        "alias `champion` moves only to a better held-out ELBO on the same data (see workers/registry.py).",
     )
     log_models: bool = True
+    force_champion: bool = Field(
+        False, description="Move `@champion` to this sweep's model even if it does not beat the current champion."
+    )
 
 
 class SweepSpec(_Strict):

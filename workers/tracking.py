@@ -21,6 +21,7 @@ from mlflow.types import Schema, TensorSpec
 
 import rdvae
 from rdvae import PosteriorMean, load_checkpoint
+from workers.registry import register_champion
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec
 
@@ -223,10 +224,7 @@ class SweepTracker:
             tags["rdvae.recommended_trial"] = recommended.trial_id
             # A resumed sweep that recommends the same trial again keeps its registered version.
             if previous.get("rdvae.recommended_trial") != recommended.trial_id or "rdvae.champion" not in previous:
-                name = self.spec.mlflow.registered_model_name or f"{self.spec.mlflow.experiment_name}-champion"
-                version = mlflow.register_model(recommended.model_uri, name, tags={SWEEP_TAG: self.sweep_id})
-                self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-                tags["rdvae.champion"] = f"models:/{name}@{CHAMPION_ALIAS} (version {version.version})"
+                tags["rdvae.champion"] = register_champion(self.client, self.spec, self.sweep_id, recommended)
         self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._close_orphans({trial.trial_id for trial in result.trials})
         self.client.set_terminated(self.parent_run_id, status="KILLED" if result.cancelled else "FINISHED")
