@@ -67,9 +67,7 @@ def default_name(experiment: str, dataset: DataConfig) -> str:
     return f"{experiment}-{dataset_label(dataset)}-champion"
 
 
-def version_tags(
-    trial: TrialOutcome, dataset: DataConfig, input_shape: list[int], sweep_id: str
-) -> dict[str, str]:
+def version_tags(trial: TrialOutcome, dataset: DataConfig, input_shape: list[int], sweep_id: str) -> dict[str, str]:
     """The lineage of a registered version: what it was trained on, how, and how well it does held out."""
     tags = {
         "rdvae.dataset": dataset_label(dataset),
