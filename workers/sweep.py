@@ -153,7 +153,7 @@ def _outcomes(spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep) -> list[T
         finished = "completed" if metrics.get(FINAL_FLAG) == 1 else "stopped"
         status = "failed" if result.error is not None else finished
         values = numeric_metrics(metrics) if "elbo" in metrics else {}
-        run_id = live.tracker.child_run(trial_id, params)
+        run_id = live.tracker.child_run(trial_id, params, _trial_number(trial_id, result.path))
         model_uri = None
         if status != "failed" and values and result.checkpoint is not None and spec.mlflow.log_models:
             # Started by the callback when the trial ended; logged here if that did not happen (driver restarted).
