@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from service import errors
 from service.auth import check_bind
@@ -58,7 +59,8 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
         finally:
             runner.stop()
 
-    app = FastAPI(title="rdvae", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from the app itself (fastapi-offline's assets), not from a CDN
+    app = FastAPIOffline(title="rdvae", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory

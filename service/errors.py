@@ -89,7 +89,7 @@ def install(app: FastAPI) -> None:
             body = ErrorBody(detail=f"invalid request: body: {reason}", errors=[field_error])
             return JSONResponse(body.model_dump(exclude_none=True), 422)
         if error.status_code == 405:  # Starlette's Allow header names only the first matching route's methods
-            allowed = _allowed_methods(request)
+            allowed = _allowed_methods(request) or [(error.headers or {}).get("Allow", "GET")]
             detail = f"method {request.method} not allowed here; allowed: {', '.join(allowed)}"
             return JSONResponse(ErrorBody(detail=detail).model_dump(exclude_none=True), 405,
                                 headers={"Allow": ", ".join(allowed)})  # fmt: skip
