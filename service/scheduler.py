@@ -5,7 +5,9 @@ were missed (service down, loop late), and its next fire time is then computed f
 `next_fire_at` with a compare-and-set in the same transaction that inserts the sweep, so a crash before the commit
 fires again after restart (never skipped) and a crash after it does not (never doubled); two API processes on one
 DB cannot both fire the same time. Paused schedules have no next fire time; resuming starts from now (no catch-up).
-Warm start: the sweep gets the Pareto-front parameters of the schedule's previous sweep as points to try first.
+Warm start: the sweep gets the Pareto-front parameters of the schedule's previous sweep (each distinct point once) as
+points to try first. Each firing gets its own sampler seed (the spec's seed + the number of earlier firings), so a
+sweep does not re-sample what the previous one — whose front it starts from — already tried.
 Quotas: a firing counts against its owner's `max_active_sweeps_per_token` (and the global queue limit) exactly like
 a direct submission; over quota, the fire time is skipped and `last_error` says why.
 """
@@ -28,7 +30,7 @@ from service._polling import PollingThread
 from service.db import Base, session_scope
 from service.runner import SpecRejectedError, submit_sweep
 from service.settings import Settings
-from workers.spec import SweepSpec
+from workers.spec import MAX_SEED, SweepSpec
 
 logger = logging.getLogger(__name__)
 
@@ -123,16 +125,28 @@ def reschedule(schedule: Schedule, now: datetime) -> None:
 
 
 def warm_start_params(session: Session, schedule: Schedule) -> list[dict]:
-    """Parameters of the Pareto front of the schedule's previous sweep (empty when it has none yet)."""
+    """Distinct parameters of the Pareto front of the schedule's previous sweep (empty when it has none yet)."""
     previous = store.get_sweep(session, schedule.last_sweep_id) if schedule.last_sweep_id else None
     result = previous.result if previous is not None else None
     if result is None:
         return []
-    return [dict(trial.params) for trial in result.selection.front if trial.params]
+    points: dict[str, dict] = {}
+    for trial in result.selection.front:
+        if trial.params:
+            points.setdefault(json.dumps(trial.params, sort_keys=True), dict(trial.params))
+    return list(points.values())
+
+
+def fire_seed(seed: int, earlier_fires: int) -> int:
+    """The sampler seed of a schedule's firing: the spec's seed for the first, then a new one each time."""
+    return (seed + earlier_fires) % (MAX_SEED + 1)
 
 
 def _sweep_spec(session: Session, schedule: Schedule) -> SweepSpec:
     spec = schedule.spec
+    seed = fire_seed(spec.seed, schedule.fire_count - 1)
+    if seed != spec.seed:
+        spec = SweepSpec.model_validate({**spec.model_dump(), "seed": seed})
     if not schedule.warm_start:
         return spec
     points = warm_start_params(session, schedule)

@@ -147,7 +147,10 @@ def test_warm_start_records_the_previous_pareto_front(settings: Settings) -> Non
     schedule_id = _add(scheduler, warm_start=True)
     clock.moment = T0 + timedelta(hours=1)
     (first,) = scheduler.tick()
-    front = [TrialOutcome(trial_id="a", number=0, status="completed", params={"beta": 0.5, "decoder": "made"})]
+    front = [
+        TrialOutcome(trial_id=t, number=0, status="completed", params={"beta": 0.5, "decoder": "made"})
+        for t in ("a", "b")
+    ]  # two trials at one point (a warm start and its re-sample): tried once next time
     result = SweepResult(name="nightly", trials=front, selection=Selection(front=front, recommended=front[0]))
     with session_scope(scheduler.session_factory) as session:
         sweep = store.get_sweep(session, first)
@@ -189,3 +192,15 @@ def test_firings_count_against_the_owners_active_sweep_quota(settings: Settings)
         assert store.count_active_for_owner(session, "tester") == settings.max_active_sweeps_per_token
     skipped = [_schedule(scheduler, schedule_id) for schedule_id in ids]
     assert all("max_active_sweeps_per_token" in (schedule.last_error or "") for schedule in skipped)
+
+
+def test_each_firing_gets_its_own_sampler_seed(settings: Settings) -> None:
+    # a fixed seed per fire made a warm-started sweep re-sample the points it started from (2 of 4 duplicated)
+    clock = Clock(T0)
+    scheduler = _boot(settings, clock)
+    schedule_id = _add(scheduler)
+    for hour in (1, 2, 3):
+        clock.moment = T0 + timedelta(hours=hour)
+        assert len(scheduler.tick()) == 1
+    seeds = sorted(sweep.spec.seed for sweep in _sweeps_from(scheduler, schedule_id))
+    assert seeds == [SPEC.seed, SPEC.seed + 1, SPEC.seed + 2]
