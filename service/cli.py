@@ -200,6 +200,16 @@ def cancel(sweep_id: SweepId, url: Url = DEFAULT_URL, token: Token = None) -> No
     out.print(f"sweep {sweep_id}: {sweep['status']}" + (" (cancel requested)" if sweep.get("cancel_requested") else ""))
 
 
+@app.command("rm")
+@_reports_errors
+def remove(sweep_id: SweepId, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Delete a finished sweep: its record, state and Ray checkpoints (its MLflow runs are kept)."""
+    client = _client(url, token)
+    sweep_id = client.resolve(sweep_id)
+    client.delete(sweep_id)
+    out.print(f"sweep {sweep_id} deleted")
+
+
 @app.command()
 @_reports_errors
 def trials(sweep_id: SweepId, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:

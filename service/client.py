@@ -168,6 +168,9 @@ class ApiClient:
     def cancel(self, sweep_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/sweeps/{_segment(sweep_id)}/cancel")
 
+    def delete(self, sweep_id: str) -> None:
+        self.request("DELETE", f"/v1/sweeps/{_segment(sweep_id)}")
+
     def plot(self, sweep_id: str) -> bytes:
         return self._send("GET", f"/v1/sweeps/{_segment(sweep_id)}/plot.png").content
 

@@ -6,7 +6,20 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, bindparam, func, select, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
 from service.db import Base
@@ -218,6 +231,16 @@ def claim_queued(session: Session, sweep: Sweep) -> bool:
     )
     session.refresh(sweep)
     return claimed.rowcount == 1
+
+
+def delete_finished(session: Session, sweep_id: str) -> bool:
+    """Delete a sweep's row if it has finished (a conditional delete: never one the runner is starting)."""
+    deleted = session.execute(
+        delete(Sweep)
+        .where(Sweep.id == sweep_id, Sweep.status.in_(FINISHED))
+        .execution_options(synchronize_session=False)
+    )
+    return deleted.rowcount == 1
 
 
 def mark_cancel(session: Session, sweep_id: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -217,6 +218,26 @@ def cancel(
     if previous is None:
         raise ApiError(409, f"sweep {sweep_id} already {sweep.status}; only queued or running sweeps can be cancelled")
     return _detail(request, sweep, store.queue_position(session, sweep), settings)
+
+
+@router.delete(
+    "/{sweep_id}",
+    status_code=204,
+    summary="Delete a finished sweep: its record, its sweep folder and its Ray Tune checkpoints",
+    description="Only the owner (or an admin token) may delete a sweep; another owner's answers 404. Queued or "
+    "running sweeps answer 409: cancel them first. MLflow runs and registered models are kept.",
+    responses={401: _E, 404: _E, 409: _E, 422: _E},
+)
+def delete_sweep(sweep_id: SweepId, caller: Writer, session: SessionDep, settings: SettingsDep) -> Response:
+    sweep = _found(session, sweep_id, caller)
+    if sweep.status in store.ACTIVE:
+        raise ApiError(409, f"sweep {sweep_id} is {sweep.status}; cancel it before deleting it")
+    if not store.delete_finished(session, sweep_id):
+        raise ApiError(409, f"sweep {sweep_id} changed state meanwhile; try again")
+    session.commit()
+    for folder in (settings.sweeps_dir / sweep_id, settings.ray_storage_root / sweep_id):
+        shutil.rmtree(folder, ignore_errors=True)  # the record is gone: leftovers are only disk
+    return Response(status_code=204)
 
 
 @router.get(
