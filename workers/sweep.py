@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -202,6 +203,7 @@ def run_sweep(
     # right after a trial finished does not run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    _quiet()
     owns_ray = connect_ray(ray_address)
     tracker: SweepTracker | None = None
     try:
@@ -235,6 +237,14 @@ def run_sweep(
             tracker.close()
         if owns_ray:
             ray.shutdown()
+
+
+def _quiet() -> None:
+    """Less log noise in the driver log: no Tune console box or TensorBoard hint (progress goes to the progress
+    file and MLflow), no per-model pickle warning (the pickled model and its code are what we ship on purpose)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:

@@ -26,8 +26,14 @@ def rdvae(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProc
     return subprocess.run([str(BIN / "rdvae"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_trials_are_visible_while_the_sweep_runs(api_process: Callable[..., ApiProcess], tmp_path: Path) -> None:
-    api = api_process().start()
+@pytest.fixture
+def real_api(api_process: Callable[..., ApiProcess], ray_cluster: str, mlflow_server: str) -> ApiProcess:
+    """The API with the real driver, on the shared test Ray head and MLflow server."""
+    return api_process(RDVAE_RAY_ADDRESS=ray_cluster, MLFLOW_TRACKING_URI=mlflow_server).start()
+
+
+def test_trials_are_visible_while_the_sweep_runs(real_api: ApiProcess, tmp_path: Path) -> None:
+    api = real_api
     client = api.client()
     spec = {
         "dataset": "digits",
@@ -37,7 +43,6 @@ def test_trials_are_visible_while_the_sweep_runs(api_process: Callable[..., ApiP
         "iwae_samples": 2,
         "model": {"latent_dim": 2, "hidden_dims": [8]},
         "sampler": "random",
-        "mlflow": {"log_models": False},
     }
     sweep_id = client.post("/v1/sweeps", json=spec).json()["id"]
 
@@ -59,10 +64,8 @@ def test_trials_are_visible_while_the_sweep_runs(api_process: Callable[..., ApiP
     assert rdvae("cancel", sweep_id[:8], url=api.url).returncode == 0
 
 
-def test_a_sweep_with_no_successful_trial_fails_and_watch_exits_nonzero(
-    api_process: Callable[..., ApiProcess], tmp_path: Path
-) -> None:
-    api = api_process().start()
+def test_a_sweep_with_no_successful_trial_fails_and_watch_exits_nonzero(real_api: ApiProcess, tmp_path: Path) -> None:
+    api = real_api
     np.save(tmp_path / "flat.npy", np.random.default_rng(0).random((200, 10), dtype=np.float32))
     spec = tmp_path / "spec.yaml"  # a conv encoder on flat vectors: every trial fails when it builds its model
     spec.write_text(
