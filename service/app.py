@@ -88,8 +88,41 @@ def _openapi(app: FastAPI) -> dict:
                     invalid["content"] = error_content
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
+        _add_links(document)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+# OpenAPI links: what a created sweep or schedule leads to (clients and stateful API tests follow them)
+_LINKS = {
+    ("/v1/sweeps", "post", "202"): ("/v1/sweeps/{sweep_id}", "sweep_id", ("get", "delete")),
+    ("/v1/schedules", "post", "201"): ("/v1/schedules/{schedule_id}", "schedule_id", ("get", "patch", "delete")),
+}
+_SUB_LINKS = {
+    "/v1/sweeps/{sweep_id}": ("cancel", "trials", "pareto"),
+    "/v1/schedules/{schedule_id}": ("pause", "resume"),
+}
+
+
+def _add_links(document: dict) -> None:
+    paths = document.get("paths", {})
+    for (path, method, status), (target, parameter, methods) in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        targets = [(target, m) for m in methods] + [
+            (f"{target}/{action}", m)
+            for action in _SUB_LINKS.get(target, ())
+            for m in paths.get(f"{target}/{action}", {})
+        ]
+        links = response.setdefault("links", {})
+        for target_path, target_method in targets:
+            operation = paths.get(target_path, {}).get(target_method)
+            if operation is not None:
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {parameter: "$response.body#/id"},
+                }
 
 
 app = create_app()
