@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 
 from rdvae import DataConfig, resolve_user_path
@@ -61,6 +62,14 @@ def dataset_digest(dataset: DataConfig) -> str:
         except (OSError, ValueError):
             digest.update(b"unreadable")
     return digest.hexdigest()[:16]
+
+
+def log_dataset_input(client: MlflowClient, run_id: str, dataset: DataConfig) -> None:
+    """Record the run's data set as an MLflow dataset input (name, digest, source), so runs show their lineage."""
+    source = dataset.path if dataset.name == "file" and dataset.path else f"rdvae:{dataset.name}"
+    entity = Dataset(name=dataset_label(dataset), digest=dataset_digest(dataset), source_type="rdvae",
+                     source=json.dumps({"uri": source}), profile=dataset.model_dump_json())  # fmt: skip
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
 
 
 def default_name(experiment: str, dataset: DataConfig) -> str:

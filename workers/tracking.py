@@ -21,7 +21,7 @@ from mlflow.types import Schema, TensorSpec
 
 import rdvae
 from rdvae import PosteriorMean, load_checkpoint
-from workers.registry import register_champion
+from workers.registry import log_dataset_input, register_champion
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec
 
@@ -141,6 +141,7 @@ class SweepTracker:
         _flatten("", self.spec.model_dump(mode="json"), params)
         self.client.log_batch(run.info.run_id, params=[Param(k, v[:_MAX_TAG]) for k, v in sorted(params.items())])
         self.client.log_text(run.info.run_id, self.spec.model_dump_json(indent=2), "spec.json")
+        log_dataset_input(self.client, run.info.run_id, self.spec.dataset)
         state_path.write_text(json.dumps({"parent_run_id": run.info.run_id, "experiment_id": self.experiment_id}))
         return run.info.run_id
 

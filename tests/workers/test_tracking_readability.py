@@ -36,3 +36,5 @@ def test_child_runs_are_readable(mlflow_server: str, tmp_path: Path) -> None:
     assert len(client.get_metric_history(run_id, "elbo")) == 1  # the final report used to log epoch 2 again
     assert "iwae_ll" in run.data.metrics and run.data.metrics["constraints/0"] == -2.0
     assert not any(key.startswith("constraint_") for key in run.data.metrics)
+    (dataset,) = client.get_run(tracker.parent_run_id).inputs.dataset_inputs  # the sweep's data lineage
+    assert dataset.dataset.name == "digits" and len(dataset.dataset.digest) == 16
