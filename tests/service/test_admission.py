@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from service_helpers import TOKEN, wait_until
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import admission, store
-from service.app import create_app
-from service.db import make_engine, make_session_factory, migrate, session_scope
-from service.runner import Runner, submit_sweep
+from service.api.app import create_app
+from service.queue import admission, store
+from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.queue.runner import Runner, submit_sweep
 from service.settings import Settings
 from workers.spec import SweepSpec
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import TOKEN, free_port
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 
 RDVAE = str(Path(sys.executable).parent / "rdvae")

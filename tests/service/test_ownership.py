@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import FAKE_DRIVER, TOKEN, TOKEN_B, ApiProcess, wait_until
 
-from service.app import create_app
-from service.auth import owner_of
+from service.api.app import create_app
+from service.api.auth import owner_of
 from service.settings import Settings
 
 ADMIN = "admin-token-5555555555"

@@ -10,9 +10,9 @@ import pytest
 from service_helpers import wait_until
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import store
-from service.db import make_engine, make_session_factory, migrate, session_scope
-from service.runner import Runner, driver_alive, submit_sweep
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.queue.runner import Runner, driver_alive, submit_sweep
 from service.settings import Settings
 from workers.spec import SweepSpec
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import service.scheduler as scheduler_module
-from service import store
-from service.db import make_engine, make_session_factory, migrate, session_scope
-from service.scheduler import Schedule, Scheduler, check_cron, check_timezone, create_schedule, fire_times
+import service.scheduling.scheduler as scheduler_module
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.scheduling.scheduler import Schedule, Scheduler, check_cron, check_timezone, create_schedule, fire_times
 from service.settings import Settings
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from service_helpers import TOKEN, ApiProcess, wait_until
 
-from service.cli_render import phase
+from service.cli.render import phase
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow

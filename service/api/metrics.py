@@ -11,8 +11,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import store
-from service.db import session_scope
+from service.queue import store
+from service.queue.db import session_scope
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 

@@ -2,9 +2,9 @@
 
 Only a schedule's owner (or an admin token) may change, pause, resume or delete it: another owner's schedule
 answers 404. A token owns at most `max_schedules_per_token` schedules; each firing counts against the owner's
-active-sweep quota like a direct submission (service/scheduler.py).
+active-sweep quota like a direct submission (service/scheduling/scheduler.py).
 
-The router's lifespan runs the scheduler loop (service/scheduler.py) for as long as the app serves.
+The router's lifespan runs the scheduler loop (service/scheduling/scheduler.py) for as long as the app serves.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.auth import Caller, Reader, Writer, may_see
-from service.deps import SessionDep, SettingsDep
-from service.errors import ApiError
-from service.routes.sweeps import check_resources, check_spec_quotas
-from service.runner import SpecRejectedError, check_spec
-from service.scheduler import (
+from service.api.auth import Caller, Reader, Writer, may_see
+from service.api.deps import SessionDep, SettingsDep
+from service.api.errors import ApiError
+from service.api.routes.sweeps import check_resources, check_spec_quotas
+from service.api.schemas import ErrorBody, FieldError
+from service.queue.runner import SpecRejectedError, check_spec
+from service.scheduling.scheduler import (
     Schedule,
     Scheduler,
     as_utc,
@@ -36,7 +37,6 @@ from service.scheduler import (
     reschedule,
     utcnow,
 )
-from service.schemas import ErrorBody, FieldError
 from service.settings import Settings
 from workers.spec import PlainText, SweepSpec
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import ApiError
+from service.api.errors import ApiError
 from service.settings import LOOPBACK_HOSTS, Settings
 
 ANONYMOUS = "anonymous"

@@ -1,7 +1,8 @@
 """Database plumbing: the declarative `Base`, engines, sessions and Alembic migrations run at start-up.
 
-Every table of the service (sweeps here, schedules in `service/scheduler.py`) derives from `Base`; each schema
-change ships as an Alembic revision in `service/migrations/versions/`, applied by `migrate()` on start-up.
+Every table of the service (sweeps here, schedules in `service/scheduling/scheduler.py`) derives from `Base`; each
+schema change ships as an Alembic revision in `service/queue/migrations/versions/`, applied by `migrate()` on
+start-up.
 """
 
 from __future__ import annotations

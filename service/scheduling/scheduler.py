@@ -25,10 +25,10 @@ from croniter import CroniterBadDateError, croniter
 from sqlalchemy import Boolean, DateTime, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from service import store
 from service._polling import PollingThread
-from service.db import Base, session_scope
-from service.runner import SpecRejectedError, submit_sweep
+from service.queue import store
+from service.queue.db import Base, session_scope
+from service.queue.runner import SpecRejectedError, submit_sweep
 from service.settings import Settings
 from workers.spec import MAX_SEED, SweepSpec
 

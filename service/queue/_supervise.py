@@ -4,7 +4,7 @@ Started by the runner in a new session, so it and its driver outlive an API proc
 `flock` on `<sweep dir>/driver.lock` is how a restarted runner knows whether a driver is still alive (no PID
 reuse pitfalls); the driver inherits the locked descriptor, so the lock lasts while either process lives.
 
-    python -m service._supervise SWEEP_DIR -- COMMAND...
+    python -m service.queue._supervise SWEEP_DIR -- COMMAND...
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ LOG_FILE = "driver.log"
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m service._supervise SWEEP_DIR -- COMMAND...", file=sys.stderr)
+        print("usage: python -m service.queue._supervise SWEEP_DIR -- COMMAND...", file=sys.stderr)
         return 2
     sweep_dir, command = Path(argv[0]), argv[2:]
     child: subprocess.Popen | None = None

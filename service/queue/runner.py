@@ -1,7 +1,7 @@
-"""The runner: a queue of sweeps in the DB (started round-robin by owner, see service/admission.py), at most
+"""The runner: a queue of sweeps in the DB (started round-robin by owner, see service/queue/admission.py), at most
 `max_running_sweeps` driver processes, crash recovery, and a start timeout for sweeps that never start a trial.
 
-Each running sweep has one driver (`python -m workers run`) under a supervisor (`service._supervise`) started in a
+Each running sweep has one driver (`python -m workers run`) under a supervisor (`service.queue._supervise`) started in a
 new session: drivers deliberately outlive the API process, so an API crash or redeploy does not kill Ray trials.
 On start-up `reconcile` looks at every sweep the DB says is running: if its supervisor still holds the sweep's
 lock, the runner re-attaches (keeps reading its progress/result files); if not, it reads the recorded exit code,
@@ -31,11 +31,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rdvae import resolve_user_path
-from service import store
 from service._polling import PollingThread
-from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
-from service.admission import fair_order
-from service.db import session_scope
+from service.queue import store
+from service.queue._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
+from service.queue.admission import fair_order
+from service.queue.db import session_scope
 from service.settings import Settings
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
@@ -303,7 +303,14 @@ class Runner:
         if self.settings.ray_address:
             env["RAY_ADDRESS"] = self.settings.ray_address
         process = subprocess.Popen(
-            [sys.executable, "-m", "service._supervise", str(directory), "--", *self._driver_command(sweep, directory)],
+            [
+                sys.executable,
+                "-m",
+                "service.queue._supervise",
+                str(directory),
+                "--",
+                *self._driver_command(sweep, directory),
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""The schedules table (cron + timezone + SweepSpec template; see service/scheduler.py).
+"""The schedules table (cron + timezone + SweepSpec template; see service/scheduling/scheduler.py).
 
 Revision ID: 0002_schedules
 Revises: 0001_sweeps

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
 
-from service.db import Base
+from service.queue.db import Base
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
 

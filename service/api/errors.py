@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from service.schemas import ErrorBody, FieldError
+from service.api.schemas import ErrorBody, FieldError
 
 logger = logging.getLogger(__name__)
 _UNPARSABLE = "There was an error parsing the body"  # FastAPI's 400 for bodies it cannot even decode

@@ -18,8 +18,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from service import cli_render
-from service.client import DEFAULT_URL, EXIT_API, ApiClient, CliError, load_spec_file
+from service.cli import render as cli_render
+from service.cli.client import DEFAULT_URL, EXIT_API, ApiClient, CliError, load_spec_file
 
 app = typer.Typer(help="rdvae: rate-distortion VAE sweeps — serve, submit, watch, pick a model, schedule.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)  # fmt: skip
@@ -85,7 +85,7 @@ def serve(
     """Serve the API. Embedded (default): also a local MLflow server with its UI and a local Ray head, on loopback."""
     import uvicorn
 
-    from service.embedded import EmbeddedStack
+    from service.stack.embedded import EmbeddedStack
 
     signal.signal(signal.SIGTERM, _interrupt)  # so SIGTERM unwinds through `finally` like Ctrl-C
     stack = None
@@ -98,7 +98,7 @@ def serve(
             err.print(f"MLflow UI: {stack.mlflow_uri}   Ray: {stack.ray_address}")
         os.environ["UVICORN_HOST"] = host  # the app's bind check reads it
         err.print(f"API: http://{host}:{port}  (docs at /docs)")
-        uvicorn.run("service.app:app", host=host, port=port, log_level=log_level)
+        uvicorn.run("service.api.app:app", host=host, port=port, log_level=log_level)
     except KeyboardInterrupt:
         pass
     finally:

@@ -13,13 +13,10 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from service import store
-from service.admission import capacity_known, unfit_resources
-from service.auth import Caller, Reader, Writer, may_see
-from service.deps import RunnerDep, SessionDep, SettingsDep
-from service.errors import ApiError
-from service.runner import PROGRESS_FILE, SpecRejectedError, enqueue, read_last_progress
-from service.schemas import (
+from service.api.auth import Caller, Reader, Writer, may_see
+from service.api.deps import RunnerDep, SessionDep, SettingsDep
+from service.api.errors import ApiError
+from service.api.schemas import (
     ErrorBody,
     FieldError,
     ParetoView,
@@ -32,6 +29,9 @@ from service.schemas import (
     Timing,
     TrialsView,
 )
+from service.queue import store
+from service.queue.admission import capacity_known, unfit_resources
+from service.queue.runner import PROGRESS_FILE, SpecRejectedError, enqueue, read_last_progress
 from service.settings import Settings
 from workers.spec import SweepSpec
 

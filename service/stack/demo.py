@@ -17,9 +17,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from service import cli_render
-from service.client import ApiClient, CliError, load_spec_file
-from service.embedded import LOOPBACK, EmbeddedStack, executable, free_port, wait_ready
+from service.cli import render as cli_render
+from service.cli.client import ApiClient, CliError, load_spec_file
+from service.stack.embedded import LOOPBACK, EmbeddedStack, executable, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "examples" / "mnist5k_rd.yaml"
@@ -118,7 +118,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m service.stack.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="SweepSpec YAML (default: the MNIST demo).")
     parser.add_argument("--state-dir", type=Path, default=Path(".rdvae"), help="Where DBs, logs and the PNG go.")
     parser.add_argument("--keep", action="store_true", help="Keep the API, MLflow UI and Ray running afterwards.")

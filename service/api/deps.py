@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from service.db import session_scope
-from service.runner import Runner
+from service.queue.db import session_scope
+from service.queue.runner import Runner
 from service.settings import Settings
 
 

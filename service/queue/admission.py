@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.embedded import executable
 from service.settings import Settings
+from service.stack.embedded import executable
 from workers.spec import SweepSpec
 
 _CACHE_SECONDS = 60.0

@@ -1,4 +1,4 @@
-"""The ASGI application: `create_app()` builds it from settings; `app` is what `uvicorn service.app:app` serves."""
+"""The ASGI application: `create_app()` builds it from settings; `app` is what `uvicorn service.api.app:app` serves."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from service import errors
-from service.auth import check_bind
-from service.db import make_engine, make_session_factory, migrate
-from service.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
-from service.routes import ROUTERS
-from service.runner import Runner
+from service.api import errors
+from service.api.auth import check_bind
+from service.api.metrics import BodyLimitMiddleware, LatencyMiddleware, Metrics
+from service.api.routes import ROUTERS
+from service.queue.db import make_engine, make_session_factory, migrate
+from service.queue.runner import Runner
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
-"""Alembic environment: runs migrations on the connection handed over by `service.db.migrate`, or on the URL."""
+"""Alembic environment: runs migrations on the connection handed over by `service.queue.db.migrate`, or a URL."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import service.scheduler  # noqa: F401 - registers the schedules table on Base.metadata
-import service.store  # noqa: F401 - registers the sweeps table on Base.metadata
-from service.db import Base
+import service.queue.store  # noqa: F401 - registers the sweeps table on Base.metadata
+import service.scheduling.scheduler  # noqa: F401 - registers the schedules table on Base.metadata
+from service.queue.db import Base
 
 config = context.config
 target_metadata = Base.metadata

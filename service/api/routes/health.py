@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.deps import SessionDep, SettingsDep
-from service.schemas import Check, Readiness
+from service.api.deps import SessionDep, SettingsDep
+from service.api.schemas import Check, Readiness
 
 router = APIRouter(tags=["health"])
 
