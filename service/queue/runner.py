@@ -17,14 +17,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -36,6 +34,7 @@ from service.queue import store
 from service.queue._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
 from service.queue.admission import fair_order
 from service.queue.db import session_scope
+from service.queue.verdict import no_success_error, one_line
 from service.settings import Settings
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
@@ -134,31 +133,6 @@ def _log_tail(path: Path, limit: int = 8000) -> str:
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - limit))
         return handle.read().decode("utf-8", "replace").strip()
-
-
-_NOISE = re.compile(r"^(\(\w+ pid=\d+\)|\[\d{4}-|\d{4}-\d\d-\d\d[ T]|.* (INFO|WARNING|DEBUG) )")
-_ERROR_LINE = re.compile(r"^(error: |[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b)")
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """The line of a driver log that says what went wrong: its last `SomeError: message` line, else its last line
-    that is not a Ray or logging status line; at most `limit` characters (the whole log stays in driver.log)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if _ERROR_LINE.match(line)]
-    quiet = [line for line in lines if not _NOISE.match(line)]
-    line = (errors or quiet or lines or ["no output"])[-1]
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def no_success_error(result: SweepResult) -> str | None:
-    """Why a finished, uncancelled sweep failed: none of its trials ended well (the most common trial error)."""
-    if result.cancelled or any(trial.status in ("completed", "stopped") for trial in result.trials):
-        return None
-    errors = Counter(one_line(trial.error or "no error recorded") for trial in result.trials)
-    if not errors:
-        return "no trial ran"
-    reason, count = errors.most_common(1)[0]
-    return f"no trial succeeded: {len(result.trials)} failed; most common error ({count}x): {reason}"
 
 
 class Runner:
