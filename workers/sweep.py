@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -167,7 +168,7 @@ def _outcomes(
             arrays = load_per_example(Path(result.checkpoint.path) / PER_EXAMPLE_FILE)
             if arrays is not None:
                 per_example[trial_id] = arrays
-        run_id = live.tracker.child_run(trial_id, params)
+        run_id = live.tracker.child_run(trial_id, params, _trial_number(trial_id, result.path))
         model_uri = None
         if status != "failed" and values and result.checkpoint is not None and spec.mlflow.log_models:
             # Started by the callback when the trial ended; logged here if that did not happen (driver restarted).
@@ -217,6 +218,7 @@ def run_sweep(
     # right after a trial finished does not run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    _quiet()
     owns_ray = connect_ray(ray_address)
     tracker: SweepTracker | None = None
     try:
@@ -260,6 +262,14 @@ def _plot_title(spec: SweepSpec, sweep_id: str) -> str:
     return f"{spec.name or sweep_id} · {source} ({data.binarization} binarisation) · held-out validation"
 
 
+def _quiet() -> None:
+    """Less log noise in the driver log: no Tune console box or TensorBoard hint (progress goes to the progress
+    file and MLflow), no per-model pickle warning (the pickled model and its code are what we ship on purpose)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:
     trials = result.trials
     elbos = [t.metrics["elbo"] for t in trials if "elbo" in t.metrics]
@@ -274,4 +284,5 @@ def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:
         sweep_id=result.sweep_id,
         mlflow_parent_run_id=result.mlflow_parent_run_id,
         mlflow_experiment_id=result.mlflow_experiment_id,
+        trials=trials,
     )

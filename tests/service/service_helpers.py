@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from service.runner import driver_alive
+from service.queue.runner import driver_alive
 
 _spec = importlib.util.spec_from_file_location("_rdvae_root_conftest", Path(__file__).parents[1] / "conftest.py")
 _root = importlib.util.module_from_spec(_spec)
@@ -48,7 +48,7 @@ def reap_drivers(state_dir: Path) -> None:
 
 
 class ApiProcess:
-    """`uvicorn service.app:app` on 127.0.0.1 in its own process group; the env carries its settings."""
+    """`uvicorn service.api.app:app` on 127.0.0.1 in its own process group; the env carries its settings."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
@@ -62,7 +62,7 @@ class ApiProcess:
             sys.executable,
             "-m",
             "uvicorn",
-            "service.app:app",
+            "service.api.app:app",
             "--host",
             "127.0.0.1",
             "--port",

@@ -16,8 +16,8 @@ import mlflow
 import pytest
 from service_helpers import TOKEN, ApiProcess, reap_drivers, wait_until
 
-from service import store
-from service.db import make_engine, make_session_factory, session_scope
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, session_scope
 
 pytestmark = pytest.mark.slow
 

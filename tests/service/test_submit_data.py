@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from scipy import sparse
 from service_helpers import TOKEN
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
