@@ -47,6 +47,22 @@ def reap_drivers(state_dir: Path) -> None:
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
+def real_stack_env(root: Path, mlflow_server: str, ray_cluster: str, **overrides: str) -> dict[str, str]:
+    """The environment of an API process on the shared test Ray head and MLflow server, state and data under root."""
+    return {
+        **os.environ,
+        "RDVAE_STATE_DIR": str(root / "state"),
+        "RDVAE_DATA_ROOT": str(root),
+        "RDVAE_API_TOKENS": TOKEN,
+        "RDVAE_POLL_INTERVAL_S": "0.3",
+        "RDVAE_RAY_ADDRESS": ray_cluster,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "OMP_NUM_THREADS": "1",
+        **overrides,
+    }
+
+
 class ApiProcess:
     """`uvicorn service.api.app:app` on 127.0.0.1 in its own process group; the env carries its settings."""
 

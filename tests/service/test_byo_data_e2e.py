@@ -6,7 +6,6 @@ in GET /v1/sweeps/{id} and as the MLflow dataset input of the sweep's parent run
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 from scipy import stats
-from service_helpers import TOKEN, ApiProcess, reap_drivers, wait_until
+from service_helpers import ApiProcess, real_stack_env, reap_drivers, wait_until
 
 from rdvae import DataConfig, load_data, synthetic_counts
 
@@ -32,18 +31,8 @@ def api(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, ray_cluste
     from sklearn.datasets import load_breast_cancer
 
     np.save(root / "breast_cancer.npy", load_breast_cancer().data)  # what the example's comment asks users to do
-    env = {
-        **os.environ,
-        "RDVAE_STATE_DIR": str(root / "state"),
-        "RDVAE_DATA_ROOT": str(root),
-        "RDVAE_API_TOKENS": TOKEN,
-        "RDVAE_POLL_INTERVAL_S": "0.3",
-        "RDVAE_RAY_ADDRESS": ray_cluster,
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "OMP_NUM_THREADS": "1",
-        "RDVAE_MAX_RUNNING_SWEEPS": "2",  # both examples at once: their Ray and MLflow start-up overlaps
-    }
+    # both examples at once: their Ray and MLflow start-up overlaps
+    env = real_stack_env(root, mlflow_server, ray_cluster, RDVAE_MAX_RUNNING_SWEEPS="2")
     process = ApiProcess(env, root / "api.log").start()
     yield process
     process.stop()
