@@ -223,8 +223,10 @@ class SweepTracker:
         model, config = load_checkpoint(checkpoint_file)
         servable = PosteriorMean(model.eval())
         example = np.zeros((2, model.input_dim), dtype=np.float32)
+        # No input schema: MLflow enforces a tensor input's dtype exactly and would refuse float64 (numpy's default);
+        # PosteriorMean casts and checks the [N, D] shape itself. The input example documents the shape.
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.input_dim))]),
+            inputs=None,
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config.latent_dim))]),
         )
         status = run.info.status
