@@ -121,6 +121,9 @@ class SweepTracker:
             )
         else:
             self.experiment_id = experiment.experiment_id
+        # mlflow.pytorch.log_model resumes child runs through the fluent API, which refuses a run outside the
+        # process's active experiment (a caller's earlier set_experiment): point it at this sweep's.
+        mlflow.set_experiment(experiment_id=self.experiment_id)
         self._children: dict[str, str] = {}
         self._logged_steps: dict[str, dict[str, int]] = {}  # run id -> metric -> last step logged
         self.parent_run_id = self._parent_run()
