@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import time
 from collections.abc import Callable
@@ -10,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rdvae._graphs import GraphedStep, graph_unavailable_reason
 from rdvae.data import DataConfig, DataSplits, binarize, load_data
 from rdvae.evaluate import HeldOutMetrics, evaluate
 from rdvae.metrics import gaussian_kl
@@ -19,6 +21,8 @@ from rdvae.models import VAE, ModelConfig, build_model
 from rdvae.objectives import ObjectiveConfig, training_loss
 
 EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+logger = logging.getLogger("rdvae")
 
 
 class TrainConfig(BaseModel):
@@ -35,6 +39,17 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="Held-out metrics every this many epochs (and at the last).")
     iwae_samples: int = Field(100, ge=0, le=10_000, description="k of the final held-out IWAE bound; 0: skip.")
     grad_clip: float | None = Field(None, gt=0.0, description="Clip the gradient norm to this value.")
+    cuda_graph: bool = Field(
+        False,
+        description="Capture the whole training step (forward, backward, Adam) in a CUDA graph and replay it; "
+        "off CUDA it trains eagerly and logs why. Noise then comes from the device generator, not the host's.",
+    )
+
+    @model_validator(mode="after")
+    def _one_step_compiler(self) -> TrainConfig:
+        if self.compile and self.cuda_graph:
+            raise ValueError("compile and cuda_graph exclude each other: choose one way to cut the launch overhead")
+        return self
 
 
 class RunConfig(BaseModel):
@@ -94,16 +109,14 @@ def fit(
     """
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    splits = (data or load_data(config.data)).to(device)
-    if splits.train.shape[0] < 1 or splits.validation.shape[0] < 2 or splits.test.shape[0] < 2:
-        raise ValueError(
-            f"data splits need >= 1 training and >= 2 validation and test examples, got "
-            f"{splits.train.shape[0]}, {splits.validation.shape[0]}, {splits.test.shape[0]}"
-        )
+    splits = check_splits((data or load_data(config.data)).to(device))
     model = build_model(config.model, splits.input_dim, splits.image_shape).to(device)
     # The fused kernel does the same Adam update in one pass over all parameters instead of ~10 ops per tensor.
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=fused)
+    graphed = config.train.cuda_graph and device.type == "cuda"
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.train.learning_rate, fused=fused, capturable=graphed
+    )
     start_epoch, step = 0, 0
     if resume_from is not None:
         state = _read_checkpoint(resume_from)
@@ -117,6 +130,9 @@ def fit(
     n = splits.train.shape[0]
     batch_size = min(config.train.batch_size, n)
     steps_per_epoch = n // batch_size
+    graph_step = None
+    if config.train.cuda_graph:
+        graph_step = _graphed_fit_step(model, optimizer, config, (batch_size, splits.input_dim), device, step)
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         # Seeding per epoch makes a resumed run take exactly the batches and noise of an uninterrupted one.
@@ -130,6 +146,9 @@ def fit(
             batch = splits.train.index_select(0, order[index * batch_size : (index + 1) * batch_size])
             if splits.dynamic:
                 batch = binarize(batch, generator)
+            if graph_step is not None:
+                losses[index] = graph_step(batch)
+                continue
             log_likelihood, mu, logvar = step_fn(batch)
             loss = training_loss(config.objective, -log_likelihood, gaussian_kl(mu, logvar), step + index)
             optimizer.zero_grad(set_to_none=True)
@@ -142,11 +161,7 @@ def fit(
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad_step = step + int((~finite).nonzero()[0, 0])
-            raise TrainingDivergedError(
-                f"non-finite training loss at epoch {epoch}, step {bad_step}; objective "
-                f"{config.objective.kind}, learning rate {config.train.learning_rate}: lower the learning rate, "
-                "set train.grad_clip or check the data for NaN/inf"
-            )
+            raise TrainingDivergedError(divergence_message(config, epoch, bad_step))
         step += steps_per_epoch
         train_loss = float(losses.mean())
         if epoch % config.train.eval_every and epoch != config.train.epochs:
@@ -169,6 +184,65 @@ def fit(
     result.test = evaluate(model, splits.test, iwae_samples=config.train.iwae_samples, seed=config.train.seed)
     result.model = model
     return result
+
+
+def _graphed_fit_step(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    config: RunConfig,
+    batch_shape: tuple[int, int],
+    device: torch.device,
+    first_step: int,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """fit's step (forward, loss, backward, clip, Adam) over static buffers, captured in a CUDA graph; None, with
+    the reason logged, where graphs are unavailable: fit then runs its plain eager loop."""
+    reason = graph_unavailable_reason(device)
+    if reason is not None:
+        logger.warning("train.cuda_graph: %s; training eagerly", reason)
+        return None
+    static_batch = torch.zeros(batch_shape, device=device)
+    static_loss = torch.zeros((), device=device)
+    step_count = torch.full((), float(first_step), device=device)
+    parameters = list(model.parameters())
+
+    def step() -> None:
+        log_likelihood, mu, logvar = model(static_batch)
+        loss = training_loss(config.objective, -log_likelihood, gaussian_kl(mu, logvar), step_count)
+        # autograd.grad writes fresh gradients each step: no zeroing inside the graph, no accumulation.
+        for parameter, gradient in zip(parameters, torch.autograd.grad(loss, parameters), strict=True):
+            parameter.grad = gradient
+        if config.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
+        optimizer.step()
+        static_loss.copy_(loss.detach())
+        step_count.add_(1.0)
+
+    graphed = GraphedStep(step, device)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        static_batch.copy_(batch)
+        graphed()
+        return static_loss
+
+    return run
+
+
+def check_splits(splits: DataSplits) -> DataSplits:
+    """`splits` when they can train and evaluate a model, else a ValueError naming the sizes."""
+    if splits.train.shape[0] < 1 or splits.validation.shape[0] < 2 or splits.test.shape[0] < 2:
+        raise ValueError(
+            f"data splits need >= 1 training and >= 2 validation and test examples, got "
+            f"{splits.train.shape[0]}, {splits.validation.shape[0]}, {splits.test.shape[0]}"
+        )
+    return splits
+
+
+def divergence_message(config: RunConfig, epoch: int, step: int) -> str:
+    """What a run whose training loss became NaN/inf at `epoch`, `step` reports (a fit's error, a member's)."""
+    return (
+        f"non-finite training loss at epoch {epoch}, step {step}; objective {config.objective.kind}, learning rate "
+        f"{config.train.learning_rate}: lower the learning rate, set train.grad_clip or check the data for NaN/inf"
+    )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
