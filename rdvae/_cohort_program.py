@@ -24,9 +24,7 @@ class StackedCohort:
     `scheduled_loss` of rdvae.objectives, fed each member's own numbers.
     """
 
-    def __init__(
-        self, configs: list[RunConfig], splits: DataSplits, device: torch.device, use_graph: bool
-    ) -> None:
+    def __init__(self, configs: list[RunConfig], splits: DataSplits, device: torch.device, use_graph: bool) -> None:
         self.configs = configs
         self.splits = splits
         self.device = device
@@ -50,9 +48,9 @@ class StackedCohort:
         self.adam = StackedAdam(
             [params[name] for name in self.names],
             torch.tensor([config.train.learning_rate for config in configs], device=device),
-            None if all(clip is None for clip in clips) else torch.tensor(
-                [float("inf") if clip is None else clip for clip in clips], device=device
-            ),
+            None
+            if all(clip is None for clip in clips)
+            else torch.tensor([float("inf") if clip is None else clip for clip in clips], device=device),
         )
         numbers = [config.objective.loss_numbers() for config in configs]
         self.numbers = {key: torch.tensor([n[key] for n in numbers], device=device) for key in numbers[0]}
@@ -64,7 +62,7 @@ class StackedCohort:
         return None if self._program is None else self._program.graphed.reason
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
-        """One epoch of every row on its own batch order and noise (those `fit` draws for it). -> losses [rows, steps]."""
+        """One epoch of every row on the batch order and noise `fit` draws for it. -> losses [rows, steps]."""
         orders, noise = self._epoch_draws(epoch)
         program = self._program_for_rows()
         losses = torch.empty(len(self.rows), self.steps_per_epoch, device=self.device)

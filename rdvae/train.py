@@ -114,9 +114,7 @@ def fit(
     # The fused kernel does the same Adam update in one pass over all parameters instead of ~10 ops per tensor.
     fused = device.type in ("cpu", "cuda")
     graphed = config.train.cuda_graph and device.type == "cuda"
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.train.learning_rate, fused=fused, capturable=graphed
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=fused, capturable=graphed)
     start_epoch, step = 0, 0
     if resume_from is not None:
         state = _read_checkpoint(resume_from)
