@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -242,7 +243,7 @@ def _resume(
         state = torch.load(path, map_location=cohort.device, weights_only=True)
         saved = json.loads(state["configs"])
         records = json.loads(state["members"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
         raise ValueError(f"cohort checkpoint {path}: unreadable ({error})") from error
     if saved != [config.model_dump(mode="json") for config in configs]:
         raise ValueError(f"cohort checkpoint {path}: written for other run configs than the ones given")
