@@ -1,5 +1,6 @@
 """rdvae: rate-distortion VAEs — data, models, objectives, held-out metrics and a fast trainer."""
 
+from rdvae.cohort import CohortResult, MemberResult, check_cohort, fit_cohort, split_into_cohorts
 from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path
 from rdvae.evaluate import HeldOutMetrics, evaluate, iwae_log_likelihood
 from rdvae.metrics import (
@@ -29,11 +30,13 @@ from rdvae.train import (
 
 __all__ = [
     "DATASETS",
+    "CohortResult",
     "VAE",
     "DataConfig",
     "DataSplits",
     "FitResult",
     "HeldOutMetrics",
+    "MemberResult",
     "ModelConfig",
     "ObjectiveConfig",
     "PosteriorMean",
@@ -42,10 +45,12 @@ __all__ = [
     "TrainingDivergedError",
     "active_units",
     "build_model",
+    "check_cohort",
     "distortion",
     "elbo",
     "evaluate",
     "fit",
+    "fit_cohort",
     "gaussian_kl",
     "is_collapsed",
     "iwae_log_likelihood",
@@ -58,5 +63,6 @@ __all__ = [
     "resolve_device",
     "resolve_user_path",
     "save_checkpoint",
+    "split_into_cohorts",
     "training_loss",
 ]
