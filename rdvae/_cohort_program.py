@@ -37,7 +37,14 @@ class StackedCohort:
             models.append(build_model(config.model, splits.input_dim, splits.image_shape).to(device))
         self.template: VAE = models[0]
         params, buffers = stack_module_state(models)
-        self.names = list(params)
+        # Each member's parameters are one row of a flat [K, P] tensor; `layout` cuts a row back into tensors.
+        self.layout: list[tuple[str, tuple[int, ...], int, int]] = []
+        offset = 0
+        for name, stacked in params.items():
+            numel = stacked[0].numel()
+            self.layout.append((name, tuple(stacked.shape[1:]), offset, numel))
+            offset += numel
+        flat = torch.cat([stacked.detach().flatten(1) for stacked in params.values()], dim=1)
         # Buffers (MADE's masks) are the same in every member: passed once, not stacked.
         self.buffers = {name: buffer[0] for name, buffer in buffers.items()}
         self.rows: list[int] = list(range(len(configs)))
@@ -46,7 +53,7 @@ class StackedCohort:
         self.step = 0
         clips = [config.train.grad_clip for config in configs]
         self.adam = StackedAdam(
-            [params[name] for name in self.names],
+            flat.requires_grad_(),
             torch.tensor([config.train.learning_rate for config in configs], device=device),
             None
             if all(clip is None for clip in clips)
@@ -105,11 +112,18 @@ class StackedCohort:
         self.numbers = {key: value[index] for key, value in self.numbers.items()}
         self._program = None  # shapes changed: a graph is captured again for the smaller cohort
 
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named parameter tensors [rows, ...] viewing the flat [rows, P] tensor (gradients flow to it)."""
+        # One split, not a slice per tensor: its backward is one concatenation, not a zero-filled [rows, P] each.
+        pieces = flat.split([numel for _, _, _, numel in self.layout], dim=1)
+        return {name: piece.view(-1, *shape) for (name, shape, _, _), piece in zip(self.layout, pieces, strict=True)}
+
     def member_model(self, row: int) -> VAE:
         """The template VAE holding row `row`'s weights (shared: copy it to keep it)."""
+        parameters = dict(self.template.named_parameters())
         with torch.no_grad():
-            for name, param in self.template.named_parameters():
-                param.copy_(self.adam.params[self.names.index(name)][row])
+            for name, shape, offset, numel in self.layout:
+                parameters[name].copy_(self.adam.params[row, offset : offset + numel].view(shape))
         return self.template
 
     def member_optimizer(self, row: int) -> torch.optim.Adam:
@@ -119,13 +133,12 @@ class StackedCohort:
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config.train.learning_rate, fused=self.device.type in ("cpu", "cuda")
         )
-        state = self.adam.member_state(row)
         parameters = dict(model.named_parameters())
-        for position, name in enumerate(self.names):
+        for name, shape, offset, numel in self.layout:
             optimizer.state[parameters[name]] = {
-                "step": state["step"].detach().clone().float(),
-                "exp_avg": state["exp_avg"][position].detach().clone(),
-                "exp_avg_sq": state["exp_avg_sq"][position].detach().clone(),
+                "step": self.adam.steps[row].detach().clone(),
+                "exp_avg": self.adam.exp_avg[row, offset : offset + numel].view(shape).clone(),
+                "exp_avg_sq": self.adam.exp_avg_sq[row, offset : offset + numel].view(shape).clone(),
             }
         return optimizer
 
@@ -134,9 +147,9 @@ class StackedCohort:
         return {
             "rows": list(self.rows),
             "step": self.step,
-            "params": {name: p.detach() for name, p in zip(self.names, self.adam.params, strict=True)},
-            "exp_avg": {name: m for name, m in zip(self.names, self.adam.exp_avg, strict=True)},
-            "exp_avg_sq": {name: v for name, v in zip(self.names, self.adam.exp_avg_sq, strict=True)},
+            "params": self.adam.params.detach(),
+            "exp_avg": self.adam.exp_avg,
+            "exp_avg_sq": self.adam.exp_avg_sq,
             "adam_steps": self.adam.steps,
         }
 
@@ -146,10 +159,9 @@ class StackedCohort:
         self.keep(rows)
         self.step = int(state["step"])
         with torch.no_grad():
-            for position, name in enumerate(self.names):
-                self.adam.params[position].copy_(state["params"][name])
-                self.adam.exp_avg[position].copy_(state["exp_avg"][name])
-                self.adam.exp_avg_sq[position].copy_(state["exp_avg_sq"][name])
+            self.adam.params.copy_(state["params"])
+            self.adam.exp_avg.copy_(state["exp_avg"])
+            self.adam.exp_avg_sq.copy_(state["exp_avg_sq"])
             self.adam.steps.copy_(state["adam_steps"])
 
 
@@ -164,7 +176,7 @@ class _Program:
         self.noise = torch.zeros(rows, cohort.batch_size, latent, device=device)
         self.losses = torch.zeros(rows, device=device)
         self.step_count = torch.full((), float(cohort.step), device=device)
-        template, buffers, names = cohort.template, cohort.buffers, cohort.names
+        template, buffers = cohort.template, cohort.buffers
 
         def member_loss(
             params: dict[str, torch.Tensor],
@@ -179,12 +191,11 @@ class _Program:
         member_losses = vmap(member_loss, in_dims=(0, 0, 0, 0, None))
 
         def step() -> None:
-            params = cohort.adam.params
-            losses = member_losses(
-                dict(zip(names, params, strict=True)), self.batch, self.noise, cohort.numbers, self.step_count
-            )
+            flat = cohort.adam.params
+            losses = member_losses(cohort.views(flat), self.batch, self.noise, cohort.numbers, self.step_count)
             # Members share no parameter, so the gradient of the sum is each member's own gradient.
-            cohort.adam.step(list(torch.autograd.grad(losses.sum(), params)))
+            (grad,) = torch.autograd.grad(losses.sum(), flat)
+            cohort.adam.step(grad)
             self.losses.copy_(losses.detach())
             self.step_count.add_(1.0)
 

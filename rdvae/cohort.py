@@ -59,10 +59,12 @@ class MemberResult(FitResult):
 @dataclass
 class CohortResult:
     """Every member's result, in the order of the configs; `graph_reason` says why the step ran eagerly although
-    `train.cuda_graph` asked for a graph (None otherwise)."""
+    `train.cuda_graph` asked for a graph (None otherwise). `train_seconds` is the wall time of the epoch loop,
+    `eval_seconds` the part of it spent evaluating members (per-epoch and final held-out metrics)."""
 
     members: list[MemberResult] = field(default_factory=list)
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     graphed: bool = False
     graph_reason: str | None = None
 
@@ -138,6 +140,7 @@ def fit_cohort(
     if resume_from is not None:
         start_epoch = _resume(Path(resume_from), configs, cohort, members, splits)
     started = time.perf_counter()
+    eval_seconds = 0.0
     for epoch in range(start_epoch + 1, max(config.train.epochs for config in configs) + 1):
         if not cohort.rows:
             break
@@ -159,6 +162,7 @@ def fit_cohort(
             evaluation_started = time.perf_counter()
             held_out = evaluate(model, splits.validation, seed=config.train.seed).as_dict()
             result.eval_seconds += time.perf_counter() - evaluation_started
+            eval_seconds += time.perf_counter() - evaluation_started
             record = {"epoch": float(epoch), "step": float(cohort.step), "train_loss": float(losses[row].mean())}
             record.update(held_out)
             record["train_seconds"] = time.perf_counter() - started
@@ -172,7 +176,9 @@ def fit_cohort(
                 result.status = "stopped" if result.stopped_early else "completed"
                 finished.append(row)
         for row in finished:
-            _finish(cohort, row, members[cohort.rows[row]], splits, time.perf_counter() - started)
+            finishing_started = time.perf_counter()
+            _finish(cohort, row, members[cohort.rows[row]], splits, finishing_started - started)
+            eval_seconds += time.perf_counter() - finishing_started
         if finished:
             cohort.keep([row for row in range(len(cohort.rows)) if row not in finished])
         if checkpoint_dir is not None and (evaluated or finished):
@@ -181,6 +187,7 @@ def fit_cohort(
     return CohortResult(
         members=members,
         train_seconds=time.perf_counter() - started,
+        eval_seconds=eval_seconds,
         graphed=first.train.cuda_graph and graph_reason is None,
         graph_reason=graph_reason,
     )

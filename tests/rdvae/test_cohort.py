@@ -243,20 +243,22 @@ def test_stacked_adam_equals_torch_adam_per_member() -> None:
     shapes = [(5, 3), (3,)]
     learning_rates, clips = [1e-2, 3e-3, 1e-1], [None, 0.5, 2.0]
     members = [[torch.randn(shape, requires_grad=True) for shape in shapes] for _ in learning_rates]
-    stacked = [torch.stack([m[i].detach() for m in members]).requires_grad_() for i in range(len(shapes))]
+    flat = torch.stack([torch.cat([p.detach().flatten() for p in params]) for params in members])
     adam = StackedAdam(
-        stacked, torch.tensor(learning_rates), torch.tensor([float("inf") if c is None else c for c in clips])
+        flat.requires_grad_(),
+        torch.tensor(learning_rates),
+        torch.tensor([float("inf") if clip is None else clip for clip in clips]),
     )
-    optimizers = [torch.optim.Adam(m, lr=lr) for m, lr in zip(members, learning_rates, strict=True)]
+    optimizers = [torch.optim.Adam(params, lr=lr) for params, lr in zip(members, learning_rates, strict=True)]
     for _ in range(6):
-        grads = [torch.randn(len(learning_rates), *shape) for shape in shapes]
-        adam.step(grads)
+        grad = torch.randn_like(flat)
+        adam.step(grad)
         for k, (params, optimizer) in enumerate(zip(members, optimizers, strict=True)):
-            for param, grad in zip(params, grads, strict=True):
-                param.grad = grad[k].clone()
+            for param, piece in zip(params, grad[k].split([p.numel() for p in params]), strict=True):
+                param.grad = piece.view(param.shape).clone()
             if clips[k] is not None:
                 torch.nn.utils.clip_grad_norm_(params, clips[k])
             optimizer.step()
-    for i in range(len(shapes)):
-        expected = torch.stack([m[i].detach() for m in members])
-        torch.testing.assert_close(adam.params[i].detach(), expected, rtol=1e-4, atol=1e-5)
+    expected = torch.stack([torch.cat([p.detach().flatten() for p in params]) for params in members])
+    torch.testing.assert_close(adam.params.detach(), expected, rtol=1e-4, atol=1e-5)
+    assert adam.steps.tolist() == [6.0, 6.0, 6.0]
