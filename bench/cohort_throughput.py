@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -72,25 +71,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fit(splits: DataSplits, config: RunConfig, device: torch.device) -> tuple[float, float]:
-    """(seconds of the epoch loop without evaluations, seconds of the whole run) of one `fit`."""
-    _sync(device)
-    started = time.perf_counter()
-    result = fit(config, data=splits)
-    _sync(device)
-    return result.train_seconds - result.eval_seconds, time.perf_counter() - started
+Timing = dict[str, float | str]
 
 
-def time_cohort(splits: DataSplits, configs: list[RunConfig], device: torch.device) -> tuple[float, float, str]:
+def _timed(run: Callable[[], tuple[float, str]], device: torch.device) -> Timing:
+    """{step: epoch-loop seconds without evaluations, run: wall seconds, cpu: this process's CPU seconds, mode}."""
     _sync(device)
-    started = time.perf_counter()
-    result = fit_cohort(configs, data=splits)
+    wall, cpu = time.perf_counter(), time.process_time()
+    step_seconds, mode = run()
     _sync(device)
-    failed = [m for m in result.members if m.status != "completed"]
-    if failed:
-        raise RuntimeError(f"{len(failed)} cohort members did not complete: {failed[0].error}")
-    mode = "graphed" if result.graphed else f"eager ({result.graph_reason})" if result.graph_reason else "eager"
-    return result.train_seconds - result.eval_seconds, time.perf_counter() - started, mode
+    return {"step": step_seconds, "run": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "mode": mode}
+
+
+def time_fit(splits: DataSplits, config: RunConfig, device: torch.device) -> Timing:
+    def run() -> tuple[float, str]:
+        result = fit(config, data=splits)
+        return result.train_seconds - result.eval_seconds, "fit"
+
+    return _timed(run, device)
+
+
+def time_cohort(splits: DataSplits, configs: list[RunConfig], device: torch.device) -> Timing:
+    def run() -> tuple[float, str]:
+        result = fit_cohort(configs, data=splits)
+        failed = [m for m in result.members if m.status != "completed"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} cohort members did not complete: {failed[0].error}")
+        mode = "graphed" if result.graphed else f"eager ({result.graph_reason})" if result.graph_reason else "eager"
+        return result.train_seconds - result.eval_seconds, mode
+
+    return _timed(run, device)
 
 
 def naive_run(splits: DataSplits, config: RunConfig, device: torch.device) -> None:
@@ -120,20 +130,21 @@ def naive_run(splits: DataSplits, config: RunConfig, device: torch.device) -> No
         evaluate(model, held_out)
 
 
-def time_naive(splits: DataSplits, config: RunConfig, device: torch.device) -> tuple[float, float]:
-    _sync(device)
-    started = time.perf_counter()
-    naive_run(splits, config, device)
-    _sync(device)
-    seconds = time.perf_counter() - started
-    return seconds, seconds  # the naive loop has no separate evaluation time: both figures are its whole run
+def time_naive(splits: DataSplits, config: RunConfig, device: torch.device) -> Timing:
+    def run() -> tuple[float, str]:
+        started = time.perf_counter()
+        naive_run(splits, config, device)
+        return time.perf_counter() - started, "naive"  # no separate evaluation time: its step is its whole run
+
+    return _timed(run, device)
 
 
-def median_rate(examples: int, runs: list[tuple[float, ...]], position: int) -> float:
-    return statistics.median(examples / run[position] for run in runs)
+def median_rate(examples: int, runs: list[Timing], key: str) -> float:
+    """Median examples per second of `key` (step, run or cpu seconds) over the repeats."""
+    return statistics.median(examples / float(run[key]) for run in runs)
 
 
-def repeated(measure: Callable[[], tuple], repeats: int) -> list[tuple]:
+def repeated(measure: Callable[[], Timing], repeats: int) -> list[Timing]:
     measure()  # warm-up: allocator, kernels, first capture
     return [measure() for _ in range(repeats)]
 
@@ -178,17 +189,19 @@ def main() -> None:
     if True in modes:
         graphed = member_configs(args, 1, cuda_graph=True)[0]
         fits[True] = repeated(lambda: time_fit(splits, graphed, device), args.repeats)
-    naive_rate = median_rate(examples, naive, 1)
-    fit_step, fit_run = median_rate(examples, fits[False], 0), median_rate(examples, fits[False], 1)
-    print(f"{'naive PyTorch-examples loop':34s} {naive_rate:12.0f} ex/s (whole run)")
-    print(f"{'fit, eager (= K separate fits)':34s} {fit_step:12.0f} ex/s step, {fit_run:12.0f} run; "
-          f"{fit_run / naive_rate:.2f}x naive")  # fmt: skip
-    figures.update({"naive": naive_rate, "fit_step": fit_step, "fit_run": fit_run})
+    naive_rate = median_rate(examples, naive, "run")
+    fit_rates = {key: median_rate(examples, fits[False], key) for key in ("step", "run", "cpu")}
+    # CPU seconds are the steadier figure on a shared machine: they do not count time spent waiting for a core.
+    print(f"{'naive PyTorch-examples loop':32s} {naive_rate:11.0f} ex/s whole run")
+    print(f"{'fit, eager (= K separate fits)':32s} {fit_rates['step']:11.0f} ex/s step, {fit_rates['run']:11.0f} "
+          f"run, {fit_rates['cpu']:11.0f} per CPU-s; run {fit_rates['run'] / naive_rate:.2f}x naive")  # fmt: skip
+    figures.update({"naive": naive_rate, "fit": fit_rates})
     if True in modes:
-        graph_step, graph_run = median_rate(examples, fits[True], 0), median_rate(examples, fits[True], 1)
-        print(f"{'fit, cuda_graph':34s} {graph_step:12.0f} ex/s step, {graph_run:12.0f} run; "
-              f"{graph_run / naive_rate:.2f}x naive, {graph_step / fit_step:.2f}x fit (step)")  # fmt: skip
-        figures.update({"fit_graph_step": graph_step, "fit_graph_run": graph_run})
+        graph_rates = {key: median_rate(examples, fits[True], key) for key in ("step", "run", "cpu")}
+        print(f"{'fit, cuda_graph':32s} {graph_rates['step']:11.0f} ex/s step, {graph_rates['run']:11.0f} run; "
+              f"run {graph_rates['run'] / naive_rate:.2f}x naive, step {graph_rates['step'] / fit_rates['step']:.2f}x "
+              f"fit")  # fmt: skip
+        figures["fit_graph"] = graph_rates
     for k in sizes:
         for cuda_graph in modes:
             configs = member_configs(args, k, cuda_graph)
@@ -200,21 +213,13 @@ def main() -> None:
                 print(f"K = {k:5d} {'graphed' if cuda_graph else 'eager'}: out of memory, larger K skipped")
                 break
             peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
-            step_rate = statistics.median(k * examples / run[0] for run in runs)
-            run_rate = statistics.median(k * examples / run[1] for run in runs)
-            mode = runs[-1][2]
-            print(f"K = {k:5d} cohort, {mode:8.8s} {step_rate:12.0f} member-ex/s step ({step_rate / fit_step:7.2f}x "
-                  f"separate fits), {run_rate:12.0f} run ({run_rate / fit_run:7.2f}x); peak {peak:.2f} GiB")  # fmt: skip
+            rates = {key: median_rate(k * examples, runs, key) for key in ("step", "run", "cpu")}
+            ratios = {key: rates[key] / fit_rates[key] for key in rates}
+            print(f"K = {k:5d} cohort {str(runs[-1]['mode'])[:7]:7s} {rates['step']:11.0f} member-ex/s step "
+                  f"({ratios['step']:6.2f}x separate fits), run {ratios['run']:6.2f}x, "
+                  f"per CPU-s {ratios['cpu']:6.2f}x; peak {peak:.2f} GiB")  # fmt: skip
             figures["cohorts"].append(  # type: ignore[union-attr]
-                {
-                    "k": k,
-                    "mode": mode,
-                    "step": step_rate,
-                    "run": run_rate,
-                    "step_vs_fit": step_rate / fit_step,
-                    "run_vs_fit": run_rate / fit_run,
-                    "peak_gib": peak,
-                }  # fmt: skip
+                {"k": k, "mode": runs[-1]["mode"], "rates": rates, "vs_fit": ratios, "peak_gib": peak}
             )
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2))
