@@ -54,7 +54,7 @@ class StackedCohort:
         clips = [config.train.grad_clip for config in configs]
         self.adam = StackedAdam(
             flat.requires_grad_(),
-            torch.tensor([config.train.learning_rate for config in configs], device=device),
+            [config.train.learning_rate for config in configs],
             None
             if all(clip is None for clip in clips)
             else torch.tensor([float("inf") if clip is None else clip for clip in clips], device=device),
