@@ -62,11 +62,19 @@ class StackedCohort:
         numbers = [config.objective.loss_numbers() for config in configs]
         self.numbers = {key: torch.tensor([n[key] for n in numbers], device=device) for key in numbers[0]}
         self._program: _Program | None = None
+        self._graph_failure: str | None = None
 
     @property
     def graph_reason(self) -> str | None:
-        """Why the step runs eagerly although a graph was asked for (None: graphed, or not asked)."""
-        return None if self._program is None else self._program.graphed.reason
+        """Why the step ran eagerly although a graph was asked for (None: graphed, or not asked)."""
+        self._note_graph_failure()
+        return self._graph_failure
+
+    def _note_graph_failure(self) -> None:
+        # A failed capture is remembered past compactions, and later programs do not try again.
+        if self._program is not None and self._program.graphed.reason is not None and self.use_graph:
+            self._graph_failure = self._program.graphed.reason
+            self.use_graph = False
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
         """One epoch of every row on the batch order and noise `fit` draws for it. -> losses [rows, steps]."""
@@ -110,6 +118,7 @@ class StackedCohort:
         self.rows = [self.rows[row] for row in keep_rows]
         self.adam.select(index)
         self.numbers = {key: value[index] for key, value in self.numbers.items()}
+        self._note_graph_failure()
         self._program = None  # shapes changed: a graph is captured again for the smaller cohort
 
     def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
