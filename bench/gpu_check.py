@@ -6,7 +6,7 @@ From the project root (standard library + torch only until the bundle is unpacke
     python3 bench/gpu_check.py         # on the GPU machine: ~10 min; --quick: ~4 min; --cpu-smoke: this script's test
 
 It unpacks `.gpu-bundle/` (as gpu-bundle.sh describes) into a scratch site directory, then runs
-bench/cohort_throughput.py (single trial eager / CUDA graph / naive loop, cohorts K = 1..1024 eager and graphed)
+bench/graph_agreement.py (graphs and cohorts change speed, not held-out R and D), bench/cohort_throughput.py (single trial eager / CUDA graph / naive loop, cohorts K = 1..1024 eager and graphed)
 and bench/sweep_gpu.py (an N-trial beta x C sweep: cohorts vs Ray Tune one trial per process, 0.25 GPU each),
 and prints each figure against the issue's target. Without the bundle (and without Ray importable) the sweep
 comparison is skipped with a message; the throughput figures need only torch, pydantic, numpy and mlxtend.
@@ -136,11 +136,16 @@ def main() -> None:
         trials, epochs = ("64", "5") if args.quick else ("256", "10")
         sweep = [py, "bench/sweep_gpu.py", "--dataset", "mnist5k", "--trials", trials, "--epochs", epochs, "--gpus",
                  "0.25", "--concurrency", "4", "--cohort-size", "128", "--cuda-graph"]  # fmt: skip
+    agreement = [py, "bench/graph_agreement.py"]
+    agreement += ["--device", "cpu", "--dataset", "digits", "--epochs", "1"] if args.cpu_smoke else []
+    agreed = run(agreement, env, timeout=300)
     run([*throughput, "--json", str(throughput_json)], env, timeout=420 if args.quick else 900)
     if has_ray:
         run([*sweep, "--json", str(sweep_json)], env, timeout=420 if args.quick else 1800)
     loaded = [json.loads(path.read_text()) if path.exists() else None for path in (throughput_json, sweep_json)]
     print("\n== issue 9 figures ==")
+    print(f"results agree (cohort graphed vs eager, members vs separate fits, fit graphed vs eager): "
+          f"{'yes' if agreed else 'NO: see bench/graph_agreement.py above'}")  # fmt: skip
     print("\n".join(summary(*loaded)))
 
 
