@@ -6,9 +6,10 @@ From the project root (standard library + torch only until the bundle is unpacke
     python3 bench/gpu_check.py         # on the GPU machine: ~10 min; --quick: ~4 min; --cpu-smoke: this script's test
 
 It unpacks `.gpu-bundle/` (as gpu-bundle.sh describes) into a scratch site directory, then runs
-bench/graph_agreement.py (graphs and cohorts change speed, not held-out R and D), bench/cohort_throughput.py (single trial eager / CUDA graph / naive loop, cohorts K = 1..1024 eager and graphed)
-and bench/sweep_gpu.py (an N-trial beta x C sweep: cohorts vs Ray Tune one trial per process, 0.25 GPU each),
-and prints each figure against the issue's target. Without the bundle (and without Ray importable) the sweep
+bench/graph_agreement.py (graphs and cohorts change speed, not held-out R and D), bench/cohort_throughput.py
+(single trial eager / CUDA graph / naive loop, cohorts K = 1..1024 eager and graphed) and bench/sweep_gpu.py (an
+N-trial beta x C sweep: cohorts vs Ray Tune one trial per process, 0.25 GPU each), and prints each figure against
+the issue's target. Without the bundle (and without Ray importable) the sweep
 comparison is skipped with a message; the throughput figures need only torch, pydantic, numpy and mlxtend.
 """
 
