@@ -31,7 +31,7 @@ def configs(args: argparse.Namespace, cuda_graph: bool) -> list[RunConfig]:
             [
                 ObjectiveConfig(kind="beta", beta=0.5),
                 ObjectiveConfig(kind="beta", beta=2.0, free_bits=0.2),
-                ObjectiveConfig(kind="capacity", capacity=8.0, capacity_anneal_steps=200),
+                ObjectiveConfig(kind="capacity", capacity=8.0, capacity_anneal_fraction=0.5),
                 ObjectiveConfig(kind="beta", beta=1.0, kl_warmup_steps=100),
             ]
         )

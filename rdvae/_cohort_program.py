@@ -59,7 +59,10 @@ class StackedCohort:
             if all(clip is None for clip in clips)
             else torch.tensor([float("inf") if clip is None else clip for clip in clips], device=device),
         )
-        numbers = [config.objective.loss_numbers() for config in configs]
+        # The capacity ramp is fixed in steps for each member's own length, as `fit` fixes it.
+        numbers = [
+            config.objective.for_run(config.train.epochs * self.steps_per_epoch).loss_numbers() for config in configs
+        ]
         self.numbers = {key: torch.tensor([n[key] for n in numbers], device=device) for key in numbers[0]}
         self._program: _Program | None = None
         self._graph_failure: str | None = None

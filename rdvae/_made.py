@@ -8,12 +8,25 @@ from torch.nn import functional as F
 
 
 class _MaskedLinear(nn.Linear):
-    def __init__(self, fan_in: int, fan_out: int, mask: torch.Tensor) -> None:
-        super().__init__(fan_in, fan_out)
+    def __init__(self, fan_in: int, fan_out: int, mask: torch.Tensor, bias: bool = True) -> None:
+        super().__init__(fan_in, fan_out, bias=bias)
         self.register_buffer("mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
+
+
+def hidden_degrees(width: int, input_dim: int) -> torch.Tensor:
+    """Degrees of a hidden layer's units, spread evenly over 1..D-1 (Germain et al. 2015). -> [width].
+
+    A layer narrower than D - 1 still covers the whole range (unit k gets 1 + floor(k (D - 1) / width)); a wider
+    one cycles through 1..D-1. Deterministic, so a model needs no mask seed to be rebuilt.
+    """
+    span = max(1, input_dim - 1)
+    units = torch.arange(width)
+    if width >= span:
+        return units % span + 1
+    return units * span // width + 1
 
 
 class MadeDecoder(nn.Module):
@@ -28,8 +41,7 @@ class MadeDecoder(nn.Module):
         self.input_dim = input_dim
         degrees = [torch.arange(1, input_dim + 1)]
         for width in hidden_dims:
-            # Deterministic degrees cycling over 1..D-1 keep every pixel reachable with no random seed.
-            degrees.append(torch.arange(width) % max(1, input_dim - 1) + 1)
+            degrees.append(hidden_degrees(width, input_dim))
         self.hidden = nn.ModuleList()
         self.conditioners = nn.ModuleList()
         for previous, current in zip(degrees[:-1], degrees[1:], strict=True):
@@ -38,6 +50,10 @@ class MadeDecoder(nn.Module):
             self.conditioners.append(nn.Linear(latent_dim, len(current), bias=False))
         output_mask = (degrees[0][:, None] > degrees[-1][None, :]).float()
         self.output = _MaskedLinear(len(degrees[-1]), input_dim, output_mask)
+        # Direct input-to-output connections (Germain et al. 2015, Sec. 4): pixel d always sees x_<d, whatever the
+        # hidden widths, so a narrow MADE keeps its whole autoregressive context.
+        direct_mask = (degrees[0][:, None] > degrees[0][None, :]).float()
+        self.direct = _MaskedLinear(input_dim, input_dim, direct_mask, bias=False)
         self.latent_to_output = nn.Linear(latent_dim, input_dim)
         self.activation: nn.Module = nn.Tanh() if activation == "tanh" else nn.ReLU()
 
@@ -46,7 +62,7 @@ class MadeDecoder(nn.Module):
         h = x
         for layer, conditioner in zip(self.hidden, self.conditioners, strict=True):
             h = self.activation(layer(h) + conditioner(z))
-        return self.output(h) + self.latent_to_output(z)
+        return self.output(h) + self.direct(x) + self.latent_to_output(z)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, greedy: bool = False) -> torch.Tensor:

@@ -36,6 +36,7 @@ OPTION_OF_FIELD = {
     ("objective", "capacity"): "--C",
     ("objective", "gamma"): "--gamma",
     ("objective", "capacity_anneal_steps"): "--anneal-steps",
+    ("objective", "capacity_anneal_fraction"): "--anneal-fraction",
     ("train", "epochs"): "--epochs",
     ("train", "batch_size"): "--batch-size",
     ("train", "learning_rate"): "--lr",
@@ -96,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     objective.add_argument("--beta", type=positive_float, help="rate weight of the beta objective")
     objective.add_argument("--C", dest="capacity", type=non_negative_float, help="target rate in nats (capacity)")
     objective.add_argument("--gamma", type=positive_float, default=100.0, help="weight of |R - C| (capacity)")
-    objective.add_argument("--anneal-steps", type=non_negative_int, default=1000, help="steps to raise C from 0")
+    objective.add_argument("--anneal-fraction", type=positive_float, default=0.5, help="share of the run raising C")
+    objective.add_argument("--anneal-steps", type=non_negative_int, help="steps raising C from 0, instead of the share")
     optimisation = train.add_argument_group("optimisation")
     optimisation.add_argument("--epochs", type=positive_int, default=20)
     optimisation.add_argument("--batch-size", type=positive_int, default=128)
@@ -118,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Build the validated run config; raises `ConfigError` with one line per invalid field of any section."""
     kind = args.objective or ("capacity" if args.capacity is not None else "beta" if args.beta is not None else "elbo")
-    objective: dict[str, object] = {"kind": kind, "gamma": args.gamma, "capacity_anneal_steps": args.anneal_steps}
+    objective: dict[str, object] = {
+        "kind": kind,
+        "gamma": args.gamma,
+        "capacity_anneal_fraction": args.anneal_fraction,
+        "capacity_anneal_steps": args.anneal_steps,
+    }
     if args.beta is not None:
         objective["beta"] = args.beta
     if args.capacity is not None:

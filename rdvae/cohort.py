@@ -14,7 +14,7 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ import torch
 from rdvae._cohort_program import StackedCohort
 from rdvae._graphs import graph_unavailable_reason
 from rdvae.data import DataSplits, load_data
-from rdvae.evaluate import HeldOutMetrics, evaluate
+from rdvae.evaluate import HeldOutMetrics, PerExample, evaluate
 from rdvae.models import build_model
 from rdvae.train import FitResult, RunConfig, check_splits, divergence_message, resolve_device, save_checkpoint
 
@@ -160,7 +160,10 @@ def fit_cohort(
             evaluated = True
             model = cohort.member_model(row)
             evaluation_started = time.perf_counter()
-            held_out = evaluate(model, splits.validation, seed=config.train.seed).as_dict()
+            threshold = config.train.collapse_rate_threshold
+            held_out = evaluate(
+                model, splits.validation, seed=config.train.seed, collapse_rate_threshold=threshold
+            ).as_dict()
             result.eval_seconds += time.perf_counter() - evaluation_started
             eval_seconds += time.perf_counter() - evaluation_started
             record = {"epoch": float(epoch), "step": float(cohort.step), "train_loss": float(losses[row].mean())}
@@ -205,9 +208,33 @@ def _finish(cohort: StackedCohort, row: int, result: MemberResult, splits: DataS
     result.train_seconds = seconds
     if result.status == "failed":
         return
-    samples, seed = config.train.iwae_samples, config.train.seed
-    result.validation = evaluate(result.model, splits.validation, iwae_samples=samples, seed=seed)
-    result.test = evaluate(result.model, splits.test, iwae_samples=samples, seed=seed)
+    final = {
+        "iwae_samples": config.train.iwae_samples,
+        "seed": config.train.seed,
+        "collapse_rate_threshold": config.train.collapse_rate_threshold,
+    }
+    result.validation = evaluate(result.model, splits.validation, **final)
+    result.test = evaluate(result.model, splits.test, **final)
+
+
+def _metrics_record(metrics: HeldOutMetrics | None) -> dict[str, Any] | None:
+    # JSON-able fields; the per-example bounds (tensors) travel beside them in the checkpoint.
+    if metrics is None:
+        return None
+    return {item.name: getattr(metrics, item.name) for item in fields(metrics) if item.name != "per_example"}
+
+
+def _per_example_record(metrics: HeldOutMetrics | None) -> dict[str, torch.Tensor | None] | None:
+    if metrics is None or metrics.per_example is None:
+        return None
+    return {"elbo": metrics.per_example.elbo, "iwae": metrics.per_example.iwae}
+
+
+def _metrics_from(record: dict[str, Any] | None, per_example: dict | None) -> HeldOutMetrics | None:
+    if record is None:
+        return None
+    examples = None if per_example is None else PerExample(elbo=per_example["elbo"], iwae=per_example["iwae"])
+    return HeldOutMetrics(**record, per_example=examples)
 
 
 def _member_record(result: MemberResult) -> dict[str, Any]:
@@ -215,8 +242,8 @@ def _member_record(result: MemberResult) -> dict[str, Any]:
         "status": result.status,
         "error": result.error,
         "history": result.history,
-        "validation": None if result.validation is None else asdict(result.validation),
-        "test": None if result.test is None else asdict(result.test),
+        "validation": _metrics_record(result.validation),
+        "test": _metrics_record(result.test),
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
         "stopped_early": result.stopped_early,
@@ -235,6 +262,14 @@ def _write_cohort_checkpoint(
         # Finished members' final weights: they are no longer rows of the stacked state.
         "finished": {
             str(member): result.model.state_dict() for member, result in enumerate(members) if member not in running
+        },
+        "per_example": {
+            str(member): {
+                "validation": _per_example_record(result.validation),
+                "test": _per_example_record(result.test),
+            }
+            for member, result in enumerate(members)
+            if member not in running
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,8 +297,9 @@ def _resume(
             continue
         result.status, result.error = record["status"], record["error"]
         result.train_seconds, result.stopped_early = record["train_seconds"], record["stopped_early"]
-        result.validation = None if record["validation"] is None else HeldOutMetrics(**record["validation"])
-        result.test = None if record["test"] is None else HeldOutMetrics(**record["test"])
+        per_example = state["per_example"][str(member)]
+        result.validation = _metrics_from(record["validation"], per_example["validation"])
+        result.test = _metrics_from(record["test"], per_example["test"])
         model = build_model(result.config.model, splits.input_dim, splits.image_shape).to(cohort.device)
         model.load_state_dict(state["finished"][str(member)])
         result.model = model

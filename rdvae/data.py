@@ -162,6 +162,29 @@ def _validated(array: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...
     return values.reshape(values.shape[0], -1), image_shape
 
 
+BUILT_IN_EXAMPLES = {"mnist5k": 5000, "digits": 1797}
+
+
+def example_count(config: DataConfig) -> int | None:
+    """How many examples a built-in data set has, without loading it; None for `file` data (read its header)."""
+    if config.name == "synthetic":
+        return config.synthetic_examples
+    return BUILT_IN_EXAMPLES.get(config.name)
+
+
+def split_sizes(config: DataConfig, examples: int) -> tuple[int, int, int]:
+    """(train, validation, test) sizes of `examples` rows under `config`'s fractions."""
+    n_test = max(1, round(examples * config.test_fraction))
+    n_validation = max(1, round(examples * config.validation_fraction))
+    n_train = examples - n_test - n_validation
+    if n_train < 1:
+        raise ValueError(
+            f"{examples} examples leave no training split with validation_fraction {config.validation_fraction} "
+            f"and test_fraction {config.test_fraction}"
+        )
+    return n_train, n_validation, n_test
+
+
 def load_data(config: DataConfig, root: Path | None = None) -> DataSplits:
     """Load, shuffle with `split_seed`, split and (statically) binarise the configured data set."""
     if config.name == "file":
@@ -172,15 +195,7 @@ def load_data(config: DataConfig, root: Path | None = None) -> DataSplits:
     values = values[generator.permutation(values.shape[0])]
     if config.binarization == "static":
         values = (generator.random(values.shape, dtype=np.float32) < values).astype(np.float32)
-    n = values.shape[0]
-    n_test = max(1, round(n * config.test_fraction))
-    n_validation = max(1, round(n * config.validation_fraction))
-    n_train = n - n_test - n_validation
-    if n_train < 1:
-        raise ValueError(
-            f"{n} examples leave no training split with validation_fraction {config.validation_fraction} "
-            f"and test_fraction {config.test_fraction}"
-        )
+    n_train, n_validation, _ = split_sizes(config, values.shape[0])
     held_out = values[n_train:]
     if config.binarization == "dynamic":
         # Held-out data is binarised once, so every model is evaluated on the same bits.

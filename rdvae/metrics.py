@@ -10,6 +10,7 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 COLLAPSE_RATE_THRESHOLD = 0.1
+MUTUAL_INFO_MARGIN = math.log(2.0)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -68,9 +69,38 @@ def mutual_info(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor | None =
     return float((log_q_cond - log_q_marginal).mean())
 
 
+def mutual_info_cap(examples: int) -> float:
+    """log N: the most the N-point estimator of `mutual_info` can report, whatever the true I(x; z)."""
+    return math.log(examples)
+
+
+def mutual_info_saturated(mutual_info_value: float, examples: int, margin: float = MUTUAL_INFO_MARGIN) -> bool:
+    """The estimate is within `margin` nats of its cap log N (default log 2: a typical posterior overlaps fewer than
+    two others'): there it is a lower bound that ties every more informative model, not a measurement."""
+    return mutual_info_value >= mutual_info_cap(examples) - margin
+
+
 def marginal_kl(rate_value: float, mutual_info_value: float) -> float:
-    """KL(q(z) || p(z)) = R - I(x; z) (Hoffman & Johnson 2016), clipped at 0 against estimator noise."""
+    """KL(q(z) || p(z)) = R - I(x; z) (Hoffman & Johnson 2016), clipped at 0 against estimator noise.
+
+    Only meaningful while the MI estimate is not saturated (see `mutual_info_saturated`): above log N it measures
+    the cap, not the aggregate posterior.
+    """
     return max(0.0, rate_value - mutual_info_value)
+
+
+def paired_difference(first: torch.Tensor, second: torch.Tensor) -> tuple[float, float]:
+    """Mean of first - second over the same held-out examples and its standard error. first, second: [N] -> nats.
+
+    SE = std(first_n - second_n) / sqrt(N) (sample std, N - 1): pairing removes the per-example difficulty both
+    models share, which dominates the unpaired spread of per-example ELBOs.
+    """
+    if first.shape != second.shape or first.dim() != 1:
+        raise ValueError(f"paired_difference needs two [N] tensors of one shape, got {first.shape}, {second.shape}")
+    if first.shape[0] < 2:
+        raise ValueError("paired_difference needs at least 2 examples")
+    difference = (first - second).double()
+    return float(difference.mean()), float(difference.std(unbiased=True) / math.sqrt(difference.shape[0]))
 
 
 def log_mean_exp(values: torch.Tensor, dim: int) -> torch.Tensor:

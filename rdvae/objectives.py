@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -18,8 +19,11 @@ class ObjectiveConfig(BaseModel):
     beta: float = Field(1.0, gt=0.0, le=1e4, description="Weight of the rate in D + beta*R.")
     capacity: float = Field(0.0, ge=0.0, le=1e4, description="Target rate C in nats for `capacity`.")
     gamma: float = Field(100.0, gt=0.0, le=1e5, description="Weight of |R - C| for `capacity`.")
-    capacity_anneal_steps: int = Field(
-        1000, ge=0, description="C_t rises linearly from 0 to `capacity` over this many optimiser steps."
+    capacity_anneal_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description="C_t rises linearly from 0 to `capacity` over this fraction of the run."
+    )
+    capacity_anneal_steps: int | None = Field(
+        None, ge=0, description="The ramp in optimiser steps instead of the fraction; refused if the run is shorter."
     )
     free_bits: float = Field(0.0, ge=0.0, description="Per-dimension KL floor in nats (Kingma et al. 2016).")
     kl_warmup_steps: int = Field(0, ge=0, description="Rate weight rises linearly from 0 over these steps.")
@@ -30,22 +34,49 @@ class ObjectiveConfig(BaseModel):
             raise ValueError("objective 'elbo' has beta = 1; use kind 'beta' to weight the rate")
         return self
 
+    def ramp_steps(self, total_steps: int) -> int:
+        """Optimiser steps of the C_t ramp in a run of `total_steps`: the explicit steps, else the fraction."""
+        if self.capacity_anneal_steps is not None:
+            return self.capacity_anneal_steps
+        return math.ceil(self.capacity_anneal_fraction * total_steps)
+
+    def for_run(self, total_steps: int) -> ObjectiveConfig:
+        """This objective with its ramp fixed in steps for a run of `total_steps`; refuses a ramp that cannot end.
+
+        Raises ValueError naming `capacity_anneal_steps` when C_t would not reach C before the last step.
+        """
+        steps = self.ramp_steps(total_steps)
+        if self.kind == "capacity" and steps > total_steps:
+            raise ValueError(
+                f"capacity_anneal_steps {steps} exceeds the run's {total_steps} optimiser steps: C_t would end at "
+                f"{total_steps / steps:.0%} of C = {self.capacity:g} nats; use capacity_anneal_fraction or fewer steps"
+            )
+        return self.model_copy(update={"capacity_anneal_steps": steps})
+
     def capacity_at(self, step: int) -> float:
-        """Annealed capacity C_t in nats at optimiser `step`."""
-        return self.capacity * linear_ramp(step, self.capacity_anneal_steps)
+        """Annealed capacity C_t in nats at optimiser `step` (the ramp in steps must be fixed: see `for_run`)."""
+        if self.capacity_anneal_steps is None:
+            raise ValueError("capacity_at: the ramp is a fraction of the run; fix it with for_run(total_steps)")
+        if self.capacity_anneal_steps == 0:
+            return self.capacity
+        return self.capacity * min(1.0, step / self.capacity_anneal_steps)
 
     def warmup_at(self, step: int) -> float:
         """Rate weight multiplier in [0, 1] for KL warm-up at optimiser `step`."""
-        return linear_ramp(step, self.kl_warmup_steps)
+        return 1.0 if self.kl_warmup_steps == 0 else min(1.0, step / self.kl_warmup_steps)
 
     def loss_numbers(self) -> dict[str, float]:
-        """The numbers `scheduled_loss` takes: rate and |R - C_t| weights (before warm-up), C and the schedules."""
+        """The numbers `scheduled_loss` takes: rate and |R - C_t| weights (before warm-up), C and the schedules.
+
+        A capacity objective needs its ramp fixed in steps first (`for_run`); the others ignore the ramp."""
         capacity = self.kind == "capacity"
+        if capacity and self.capacity_anneal_steps is None:
+            raise ValueError("loss_numbers: the ramp is a fraction of the run; fix it with for_run(total_steps)")
         return {
             "rate_weight": 0.0 if capacity else (1.0 if self.kind == "elbo" else self.beta),
             "capacity_weight": self.gamma if capacity else 0.0,
             "capacity": self.capacity,
-            "capacity_anneal_steps": float(self.capacity_anneal_steps),
+            "capacity_anneal_steps": float(self.capacity_anneal_steps or 0),
             "kl_warmup_steps": float(self.kl_warmup_steps),
             "free_bits": self.free_bits,
         }

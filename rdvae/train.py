@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rdvae._graphs import GraphedStep, graph_unavailable_reason
 from rdvae.data import DataConfig, DataSplits, binarize, load_data
 from rdvae.evaluate import HeldOutMetrics, evaluate
-from rdvae.metrics import gaussian_kl
+from rdvae.metrics import COLLAPSE_RATE_THRESHOLD, gaussian_kl
 from rdvae.models import VAE, ModelConfig, build_model
 from rdvae.objectives import ObjectiveConfig, training_loss
 
@@ -39,6 +39,9 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="Held-out metrics every this many epochs (and at the last).")
     iwae_samples: int = Field(100, ge=0, le=10_000, description="k of the final held-out IWAE bound; 0: skip.")
     grad_clip: float | None = Field(None, gt=0.0, description="Clip the gradient norm to this value.")
+    collapse_rate_threshold: float = Field(
+        COLLAPSE_RATE_THRESHOLD, gt=0.0, le=1e4, description="Nats; a held-out rate below it counts as collapsed."
+    )
     cuda_graph: bool = Field(
         False,
         description="Capture the whole training step (forward, backward, Adam) in a CUDA graph and replay it; "
@@ -128,9 +131,13 @@ def fit(
     n = splits.train.shape[0]
     batch_size = min(config.train.batch_size, n)
     steps_per_epoch = n // batch_size
+    objective = config.objective.for_run(config.train.epochs * steps_per_epoch)
+    threshold = config.train.collapse_rate_threshold
     graph_step = None
     if config.train.cuda_graph:
-        graph_step = _graphed_fit_step(model, optimizer, config, (batch_size, splits.input_dim), device, step)
+        graph_step = _graphed_fit_step(
+            model, optimizer, objective, config, (batch_size, splits.input_dim), device, step
+        )
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         # Seeding per epoch makes a resumed run take exactly the batches and noise of an uninterrupted one.
@@ -148,7 +155,7 @@ def fit(
                 losses[index] = graph_step(batch)
                 continue
             log_likelihood, mu, logvar = step_fn(batch)
-            loss = training_loss(config.objective, -log_likelihood, gaussian_kl(mu, logvar), step + index)
+            loss = training_loss(objective, -log_likelihood, gaussian_kl(mu, logvar), step + index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.train.grad_clip is not None:
@@ -165,7 +172,9 @@ def fit(
         if epoch % config.train.eval_every and epoch != config.train.epochs:
             continue
         evaluation_started = time.perf_counter()
-        held_out = evaluate(model, splits.validation, seed=config.train.seed).as_dict()
+        held_out = evaluate(
+            model, splits.validation, seed=config.train.seed, collapse_rate_threshold=threshold
+        ).as_dict()
         result.eval_seconds += time.perf_counter() - evaluation_started
         record = {"epoch": float(epoch), "step": float(step), "train_loss": train_loss, **held_out}
         record["train_seconds"] = time.perf_counter() - started
@@ -176,10 +185,9 @@ def fit(
             result.stopped_early = epoch < config.train.epochs
             break
     result.train_seconds = time.perf_counter() - started
-    result.validation = evaluate(
-        model, splits.validation, iwae_samples=config.train.iwae_samples, seed=config.train.seed
-    )
-    result.test = evaluate(model, splits.test, iwae_samples=config.train.iwae_samples, seed=config.train.seed)
+    final = {"iwae_samples": config.train.iwae_samples, "seed": config.train.seed, "collapse_rate_threshold": threshold}
+    result.validation = evaluate(model, splits.validation, **final)
+    result.test = evaluate(model, splits.test, **final)
     result.model = model
     return result
 
@@ -187,6 +195,7 @@ def fit(
 def _graphed_fit_step(
     model: VAE,
     optimizer: torch.optim.Optimizer,
+    objective: ObjectiveConfig,
     config: RunConfig,
     batch_shape: tuple[int, int],
     device: torch.device,
@@ -205,7 +214,7 @@ def _graphed_fit_step(
 
     def step() -> None:
         log_likelihood, mu, logvar = model(static_batch)
-        loss = training_loss(config.objective, -log_likelihood, gaussian_kl(mu, logvar), step_count)
+        loss = training_loss(objective, -log_likelihood, gaussian_kl(mu, logvar), step_count)
         # autograd.grad writes fresh gradients each step: no zeroing inside the graph, no accumulation.
         for parameter, gradient in zip(parameters, torch.autograd.grad(loss, parameters), strict=True):
             parameter.grad = gradient

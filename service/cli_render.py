@@ -87,20 +87,28 @@ def pareto_table(view: dict[str, Any]) -> Table:
 
 
 def recommendation_lines(view: dict[str, Any]) -> list[str]:
+    """The verdict: the recommendation, the max-ELBO trial's collapse, the ELBO gap ± SE, IWAE, caveats."""
     lines = []
-    best = view.get("recommended")
+    best, top = view.get("recommended"), view.get("max_elbo")
     if best is None:
         lines.append(f"No recommendation: {view.get('reason') or 'no feasible trial'}")
     else:
         elbo = best.get("metrics", {}).get("elbo")
         lines.append(f"Recommended: trial {best['number']} ({_params(best)}), ELBO {_number(elbo)} nats.")
-        if view.get("reason"):
-            lines.append(f"Why: {view['reason']}")
-    top = view.get("max_elbo")
-    if top is not None and view.get("max_elbo_collapsed"):
-        gap = view.get("elbo_gap")
-        lines.append(f"The max-ELBO trial {top['number']} collapsed (rate ≈ 0); keeping the recommendation costs "
-                     f"{_number(gap)} nats of ELBO.")  # fmt: skip
+    if top is not None:
+        state = {True: "collapsed", False: "not collapsed", None: "undetermined (censored trials)"}
+        line = f"Max-ELBO trial {top['number']}: {state[view.get('max_elbo_collapsed')]}"
+        if best is not None and best["trial_id"] != top["trial_id"] and view.get("elbo_gap") is not None:
+            se = view.get("elbo_gap_se")
+            line += f"; keeping trial {best['number']} costs {_number(view['elbo_gap'])}"
+            line += f" ± {_number(se)} nats (paired SE)" if se is not None else " nats"
+        bound = view.get("max_iwae")
+        if bound is not None:
+            line += f"; the IWAE bound puts trial {bound['number']} first"
+        lines.append(line + ".")
+    if best is not None and view.get("reason"):
+        lines.append(f"Why: {view['reason']}")
+    lines.extend(f"Note: {note}" for note in view.get("notes") or [])
     return lines
 
 

@@ -33,6 +33,7 @@ from service._polling import PollingThread
 from service._supervise import EXIT_FILE, LOCK_FILE, LOG_FILE, PID_FILE
 from service.db import session_scope
 from service.settings import Settings
+from workers.budget import SpecFieldError, check_budget
 from workers.results import SweepProgress, SweepResult
 from workers.spec import SweepSpec
 
@@ -55,7 +56,12 @@ class SpecRejectedError(ValueError):
 
 
 def check_spec(spec: SweepSpec, data_root: Path) -> None:
-    """The rdvae rules for user data: a `file` dataset must resolve to a .npy/.npz inside the data root."""
+    """What a spec must satisfy to run here: a capacity ramp that reaches C; a `file` dataset that resolves to a
+    .npy/.npz inside the data root."""
+    try:
+        check_budget(spec)
+    except SpecFieldError as error:
+        raise SpecRejectedError(f"body.{error.field}", error.reason) from error
     path = spec.dataset.path
     if spec.dataset.name != "file" or path is None:
         return

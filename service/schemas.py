@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from workers.results import TrialOutcome
+from workers.results import Selection, TrialOutcome
 from workers.spec import SweepSpec
 
 SweepStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -82,18 +82,10 @@ class TrialsView(BaseModel):
     trials: list[TrialOutcome] = Field(description="Final outcomes; empty until the sweep has finished.")
 
 
-class ParetoView(BaseModel):
-    """The answer to 'which model should I keep?'."""
+class ParetoView(Selection):
+    """The answer to 'which model should I keep?': the sweep's `Selection`, with its id."""
 
     sweep_id: str
-    front: list[TrialOutcome]
-    recommended: TrialOutcome | None
-    reason: str
-    max_elbo: TrialOutcome | None
-    max_elbo_collapsed: bool | None
-    elbo_gap: float | None = None
-    hypervolume: float | None = None
-    reference_point: list[float] | None = None
 
 
 class FieldError(BaseModel):

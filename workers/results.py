@@ -27,17 +27,44 @@ class TrialOutcome(BaseModel):
     epochs: int = Field(0, description="Epochs the trial trained (fewer than the spec's when stopped early).")
 
 
+class PairedGap(BaseModel):
+    """A difference of mean held-out bounds between two trials on the same examples, with its paired SE."""
+
+    gap: float = Field(description="First trial's mean bound minus the second's (nats).")
+    standard_error: float | None = Field(None, description="Paired SE over examples; None without per-example data.")
+    examples: int = 0
+
+    def significant(self) -> bool | None:
+        """|gap| > 2 SE (None when no SE is known)."""
+        return None if self.standard_error is None else abs(self.gap) > 2.0 * self.standard_error
+
+
 class Selection(BaseModel):
-    """The answer to 'which model should I keep?'."""
+    """The answer to 'which model should I keep?', and how sure it is.
+
+    Trials are compared on equal terms: only those trained to the full budget (`completed`) enter the front, the
+    max-ELBO verdict and the recommendation; trials stopped early are `censored_trials`. `max_elbo_collapsed` is
+    None when censoring leaves the verdict undetermined.
+    """
 
     front: list[TrialOutcome] = Field(default_factory=list, description="Pareto front of the feasible trials.")
     hypervolume: float | None = None
     reference_point: list[float] | None = None
     recommended: TrialOutcome | None = None
-    reason: str = ""
-    max_elbo: TrialOutcome | None = Field(None, description="The unconstrained best-ELBO trial.")
-    max_elbo_collapsed: bool | None = None
+    reason: str = Field("", description="The answer in plain words: what collapsed, what it costs, why this model.")
+    max_elbo: TrialOutcome | None = Field(None, description="The unconstrained best-ELBO trial (full budget).")
+    max_elbo_collapsed: bool | None = Field(None, description="None: undetermined (censored trials, no trial).")
     elbo_gap: float | None = Field(None, description="max-ELBO trial's ELBO minus the recommended one's (nats).")
+    elbo_gap_se: float | None = Field(None, description="Paired standard error of `elbo_gap` over held-out examples.")
+    max_iwae: TrialOutcome | None = Field(None, description="The best trial by the tighter IWAE bound.")
+    iwae_gap: PairedGap | None = Field(None, description="IWAE bound of the max-ELBO trial minus the recommended's.")
+    bounds_disagree: bool | None = Field(None, description="ELBO and IWAE pick different best trials.")
+    censored_trials: list[int] = Field(default_factory=list, description="Numbers of trials stopped early.")
+    rd_frontier: list[int] = Field(
+        default_factory=list, description="Numbers of RD-optimal trials: no other has both lower R and lower D."
+    )
+    collapse_rate_threshold: float | None = Field(None, description="Nats; the one collapse rule used.")
+    notes: list[str] = Field(default_factory=list, description="Caveats: censoring, saturated estimators.")
 
 
 class SweepProgress(BaseModel):

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 from workers.results import Selection, TrialOutcome
 from workers.spec import NON_COLLAPSE_METRICS, SweepSpec
+from workers.verdict import PerExample, explain, paired_gap, undetermined
 
 EVALUATED = ("completed", "stopped")
 
 
 def is_feasible(spec: SweepSpec, metrics: dict[str, float]) -> bool:
     """All constraints hold and the model is not collapsed."""
-    if metrics.get("collapsed", 0.0) >= 0.5:
+    if spec.is_collapsed(metrics):
         return False
     if any(constraint.metric not in metrics for constraint in spec.constraints):
         return False
@@ -71,53 +72,80 @@ def reference_point(spec: SweepSpec, evaluated: Sequence[dict[str, float]]) -> l
 
 
 def annotate(spec: SweepSpec, trial: TrialOutcome) -> TrialOutcome:
-    """Fill `collapsed` and `feasible` from the trial's metrics (None for trials without metrics)."""
+    """Fill `collapsed` (the spec's one collapse rule) and `feasible` from the trial's metrics (None without)."""
     if trial.status not in EVALUATED or "elbo" not in trial.metrics:
         return trial.model_copy(update={"collapsed": None, "feasible": False if trial.status == "failed" else None})
-    collapsed = trial.metrics.get("collapsed", 0.0) >= 0.5
-    return trial.model_copy(update={"collapsed": collapsed, "feasible": is_feasible(spec, trial.metrics)})
-
-
-def _describe(trial: TrialOutcome) -> str:
-    m = trial.metrics
-    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(trial.params.items()))
-    return (
-        f"trial {trial.number} ({params}): held-out ELBO {m['elbo']:.2f} nats, rate {m['rate']:.2f}, "
-        f"{int(m.get('active_units', 0))} active units"
+    return trial.model_copy(
+        update={"collapsed": spec.is_collapsed(trial.metrics), "feasible": is_feasible(spec, trial.metrics)}
     )
 
 
-def select(spec: SweepSpec, trials: Sequence[TrialOutcome]) -> Selection:
+def rd_frontier(trials: Sequence[TrialOutcome]) -> list[TrialOutcome]:
+    """RD-optimal trials: no other trial has lower-or-equal rate and distortion with one strictly lower."""
+    points = [(-t.metrics["rate"], -t.metrics["distortion"]) for t in trials]
+    return [trials[i] for i in pareto_front(points)]
+
+
+def _notes(spec: SweepSpec, censored: Sequence[TrialOutcome], front: Sequence[TrialOutcome]) -> list[str]:
+    notes = []
+    if censored:
+        stopped = ", ".join(f"{t.number} at epoch {t.epochs}" for t in sorted(censored, key=lambda t: t.number))
+        notes.append(
+            f"{len(censored)} trial(s) stopped early and left out of the comparison (censored: trial {stopped} of "
+            f"{spec.epochs}); a stopped trial keeps the metrics of the epoch it stopped at."
+        )
+    metrics = [o.metric for o in spec.objectives]
+    saturated = [t.number for t in front if t.metrics.get("mutual_info_saturated", 0.0) >= 0.5]
+    if saturated:
+        cap = front[0].metrics.get("mutual_info_cap", float("nan"))
+        use = "; the front cannot rank them on it, use `rate`" if "mutual_info" in metrics else ""
+        notes.append(
+            f"mutual_info is saturated for trial(s) {saturated}: within log 2 of its cap log N = {cap:.2f} nats it "
+            f"is a lower bound, and marginal KL (R - MI) is not reported there{use}."
+        )
+    return notes
+
+
+def select(spec: SweepSpec, trials: Sequence[TrialOutcome], per_example: PerExample | None = None) -> Selection:
     """Front of the feasible trials, its hypervolume, and the recommendation: the best held-out ELBO among the
-    feasible (non-collapsed, constraint-satisfying) trials — compared with the unconstrained max-ELBO trial."""
+    feasible (non-collapsed, constraint-satisfying) trials, compared with the unconstrained max-ELBO trial.
+
+    Only trials trained to the full budget are compared (all evaluated ones when none was); `per_example` maps a
+    trial id to its per-example validation 'elbo' and 'iwae' arrays, for paired standard errors.
+    """
+    per_example = per_example or {}
     annotated = [annotate(spec, t) for t in trials]
     evaluated = [t for t in annotated if t.collapsed is not None]
+    completed = [t for t in evaluated if t.status == "completed"]
+    censored = [t for t in evaluated if t.status != "completed"]
+    pool = completed or evaluated
     # A trial stopped before its final report lacks IWAE; it cannot sit on a front that includes iwae_ll.
-    scored = [t for t in evaluated if all(o.metric in t.metrics for o in spec.objectives)]
-    feasible = [t for t in evaluated if t.feasible]
-    points = [objective_vector(spec, t.metrics) for t in feasible if t in scored]
+    scored = [t for t in pool if all(o.metric in t.metrics for o in spec.objectives)]
+    feasible = [t for t in pool if t.feasible]
     feasible_scored = [t for t in feasible if t in scored]
     reference = reference_point(spec, [t.metrics for t in scored])
-    front = [feasible_scored[i] for i in pareto_front(points)]
+    front = [feasible_scored[i] for i in pareto_front([objective_vector(spec, t.metrics) for t in feasible_scored])]
     volume = hypervolume([objective_vector(spec, t.metrics) for t in front], reference) if scored else None
-    max_elbo = max(evaluated, key=lambda t: t.metrics["elbo"], default=None)
+    max_elbo = max(pool, key=lambda t: t.metrics["elbo"], default=None)
     recommended = max(feasible, key=lambda t: t.metrics["elbo"], default=None)
-    rules = ", ".join(["not collapsed", *(c.describe() for c in spec.constraints)])
-    if recommended is None:
-        reason = (
-            f"no recommendation: none of the {len(evaluated)} evaluated trials is feasible ({rules}); "
-            f"{len(trials) - len(evaluated)} trial(s) failed or produced no metrics"
-        )
-        gap = None
-    else:
-        reason = f"best held-out ELBO among the {len(feasible)} feasible trials ({rules}): {_describe(recommended)}"
-        assert max_elbo is not None
-        gap = max_elbo.metrics["elbo"] - recommended.metrics["elbo"]
-        if max_elbo.trial_id == recommended.trial_id:
-            reason += "; it is also the unconstrained max-ELBO trial"
-        else:
-            state = "collapsed" if max_elbo.collapsed else "not collapsed but infeasible"
-            reason += f"; the unconstrained max-ELBO {_describe(max_elbo)} is {state}, {gap:.2f} nats better in ELBO"
+    max_iwae = max((t for t in pool if "iwae_ll" in t.metrics), key=lambda t: t.metrics["iwae_ll"], default=None)
+    elbo_gap = iwae_gap = None
+    if max_elbo is not None and recommended is not None and recommended.trial_id != max_elbo.trial_id:
+        elbo_gap = paired_gap(per_example, max_elbo, recommended, "elbo", "elbo")
+        iwae_gap = paired_gap(per_example, max_elbo, recommended, "iwae", "iwae_ll")
+    verdict_open = undetermined(max_elbo, completed, censored)
+    reason = explain(
+        spec,
+        max_elbo=max_elbo,
+        recommended=recommended,
+        feasible_count=len(feasible),
+        completed_count=len(completed),
+        elbo_gap=elbo_gap,
+        max_iwae=max_iwae,
+        iwae_gap=iwae_gap,
+        verdict_open=verdict_open,
+        failed=len(trials) - len(evaluated),
+    )
     return Selection(
         front=front,
         hypervolume=volume,
@@ -125,6 +153,14 @@ def select(spec: SweepSpec, trials: Sequence[TrialOutcome]) -> Selection:
         recommended=recommended,
         reason=reason,
         max_elbo=max_elbo,
-        max_elbo_collapsed=None if max_elbo is None else max_elbo.collapsed,
-        elbo_gap=gap,
+        max_elbo_collapsed=None if max_elbo is None or verdict_open else max_elbo.collapsed,
+        elbo_gap=None if recommended is None or max_elbo is None else (elbo_gap.gap if elbo_gap else 0.0),
+        elbo_gap_se=elbo_gap.standard_error if elbo_gap else None,
+        max_iwae=max_iwae,
+        iwae_gap=iwae_gap,
+        bounds_disagree=None if max_iwae is None or max_elbo is None else max_iwae.trial_id != max_elbo.trial_id,
+        censored_trials=sorted(t.number for t in censored),
+        rd_frontier=sorted(t.number for t in rd_frontier(evaluated)),
+        collapse_rate_threshold=spec.collapse_rate_threshold,
+        notes=_notes(spec, censored, front),
     )

@@ -19,7 +19,8 @@ class CollapseStopper(tune.Stopper):
         self.warmup_epochs, self.threshold = warmup_epochs, threshold
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        if result.get(FINAL_FLAG) == 1 or "rate" not in result:
+        # A capacity trial whose C_t is still ramping up is collapsed by design, not by failure.
+        if result.get(FINAL_FLAG) == 1 or "rate" not in result or result.get("annealing") == 1:
             return False
         return int(result.get("epoch", 0)) >= self.warmup_epochs and float(result["rate"]) < self.threshold
 

@@ -10,12 +10,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.stopper import CombinedStopper, Stopper
 
 from rdvae import load_data
+from workers.budget import anneal_end_epoch, check_budget
 from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
 from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
@@ -24,7 +26,7 @@ from workers.selection import annotate, select
 from workers.spec import SpecError, SweepSpec, check_sweep_id
 from workers.stoppers import CancelStopper, CollapseStopper
 from workers.tracking import SweepTracker, numeric_metrics
-from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, train_trial
+from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, PER_EXAMPLE_FILE, load_per_example, train_trial
 
 STORAGE_ROOT_ENV = "RDVAE_STORAGE_ROOT"
 DEFAULT_STORAGE_ROOT = ".rdvae/sweeps"
@@ -77,18 +79,20 @@ def _pin_spec(spec: SweepSpec, sweep_dir: Path) -> None:
     path.write_text(spec.model_dump_json(indent=2))
 
 
-def _scheduler(spec: SweepSpec) -> TrialScheduler:
+def _scheduler(spec: SweepSpec, n_train: int) -> TrialScheduler:
     stopping = spec.early_stopping
     if not stopping.asha:
         return FIFOScheduler()
     # Ray schedulers rank trials on one metric: held-out ELBO. max_t is one past the last epoch because the
     # trainable's final report (IWAE, test metrics) carries epoch = spec.epochs again and must not be cut.
+    # No rung before the capacity ramp ends: a capacity trial judged while C_t ~ 0 is judged on another objective.
+    grace = max(stopping.grace_period, anneal_end_epoch(spec, n_train))
     return ASHAScheduler(
         time_attr="epoch",
         metric="elbo",
         mode="max",
         max_t=spec.epochs + 1,
-        grace_period=min(stopping.grace_period, spec.epochs),
+        grace_period=min(grace, spec.epochs),
         reduction_factor=stopping.reduction_factor,
     )
 
@@ -97,15 +101,16 @@ def _stopper(spec: SweepSpec, sweep_id: str) -> Stopper:
     stoppers: list[Stopper] = [CancelStopper(sweep_id)]
     stopping = spec.early_stopping
     if stopping.stop_collapsed and spec.asks_for_non_collapse():
-        stoppers.append(CollapseStopper(stopping.collapse_warmup_epochs, stopping.collapse_rate_threshold))
+        stoppers.append(CollapseStopper(stopping.collapse_warmup_epochs, spec.collapse_rate_threshold))
     return CombinedStopper(*stoppers)
 
 
 def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.Tuner:
+    data = load_data(spec.dataset)
+    n_train = int(data.train.shape[0])
+    check_budget(spec, n_train)
     trainable = tune.with_resources(
-        tune.with_parameters(
-            train_trial, spec_json=spec.model_dump_json(), data=load_data(spec.dataset), audit_dir=str(audit_dir)
-        ),
+        tune.with_parameters(train_trial, spec_json=spec.model_dump_json(), data=data, audit_dir=str(audit_dir)),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = root / sweep_id
@@ -117,7 +122,7 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConstrainedOptunaSearch(spec),
-            scheduler=_scheduler(spec),
+            scheduler=_scheduler(spec, n_train),
             num_samples=spec.n_trials,
             max_concurrent_trials=spec.max_concurrent_trials,
             # A trial's process (torch, rdvae and the data already imported) serves the next trial: on short
@@ -144,8 +149,10 @@ def _trial_number(trial_id: str, path: str) -> int:
     return int(found.group(1)) - 1 if found else 0
 
 
-def _outcomes(spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep) -> list[TrialOutcome]:
-    outcomes = []
+def _outcomes(
+    spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep
+) -> tuple[list[TrialOutcome], dict[str, dict[str, np.ndarray]]]:
+    outcomes, per_example = [], {}
     for result in grid:
         metrics = dict(result.metrics or {})
         trial_id = str(metrics["trial_id"])
@@ -153,6 +160,10 @@ def _outcomes(spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep) -> list[T
         finished = "completed" if metrics.get(FINAL_FLAG) == 1 else "stopped"
         status = "failed" if result.error is not None else finished
         values = numeric_metrics(metrics) if "elbo" in metrics else {}
+        if status == "completed" and result.checkpoint is not None:
+            arrays = load_per_example(Path(result.checkpoint.path) / PER_EXAMPLE_FILE)
+            if arrays is not None:
+                per_example[trial_id] = arrays
         run_id = live.tracker.child_run(trial_id, params)
         model_uri = None
         if status != "failed" and values and result.checkpoint is not None and spec.mlflow.log_models:
@@ -172,7 +183,7 @@ def _outcomes(spec: SweepSpec, grid: tune.ResultGrid, live: LiveSweep) -> list[T
             epochs=int(values.get("epoch", 0)),
         )
         outcomes.append(annotate(spec, outcome))
-    return sorted(outcomes, key=lambda t: t.number)
+    return sorted(outcomes, key=lambda t: t.number), per_example
 
 
 def run_sweep(
@@ -209,9 +220,9 @@ def run_sweep(
         live = LiveSweep(spec, sweep_id, tracker, audit_dir, on_progress=on_progress, should_stop=should_stop)
         LIVE[sweep_id] = live
         grid = _tuner(spec, sweep_id, root, audit_dir).fit()
-        trials = _outcomes(spec, grid, live)
-        selection = select(spec, trials)
-        png = render_rd_plane(trials, selection)
+        trials, per_example = _outcomes(spec, grid, live)
+        selection = select(spec, trials, per_example)
+        png = render_rd_plane(trials, selection, title=_plot_title(spec, sweep_id))
         result = SweepResult(
             name=spec.name or sweep_id,
             sweep_id=sweep_id,
@@ -235,6 +246,12 @@ def run_sweep(
             tracker.close()
         if owns_ray:
             ray.shutdown()
+
+
+def _plot_title(spec: SweepSpec, sweep_id: str) -> str:
+    data = spec.dataset
+    source = data.path if data.name == "file" else data.name
+    return f"{spec.name or sweep_id} · {source} ({data.binarization} binarisation) · held-out validation"
 
 
 def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:

@@ -216,7 +216,13 @@ class SweepTracker:
         self._log_bytes(plot_png, "rd_plane.png")
         self.client.log_text(self.parent_run_id, selection.model_dump_json(indent=2), "pareto.json")
         self.client.log_text(self.parent_run_id, trials_table(result.trials), "trials.csv")
-        tags = {"rdvae.cancelled": str(result.cancelled).lower(), "rdvae.reason": selection.reason[:_MAX_TAG]}
+        tags = {
+            "rdvae.cancelled": str(result.cancelled).lower(),
+            "rdvae.reason": selection.reason[:_MAX_TAG],
+            "rdvae.max_elbo_verdict": verdict_tag(selection),
+        }
+        if selection.notes:
+            tags["rdvae.notes"] = " | ".join(selection.notes)[:_MAX_TAG]
         recommended = selection.recommended
         previous = self.client.get_run(self.parent_run_id).data.tags
         if recommended is not None and recommended.model_uri:
@@ -263,10 +269,28 @@ def _summary_metrics(trials: list[TrialOutcome], selection: Selection) -> dict[s
             summary[f"recommended_{key}"] = value
     if selection.max_elbo is not None:
         summary["max_elbo"] = selection.max_elbo.metrics["elbo"]
-        summary["max_elbo_collapsed"] = float(bool(selection.max_elbo_collapsed))
-    if selection.elbo_gap is not None:
-        summary["elbo_gap"] = selection.elbo_gap
+        summary["max_elbo_trial"] = float(selection.max_elbo.number)
+        if selection.max_elbo_collapsed is not None:  # absent: undetermined (censored trials)
+            summary["max_elbo_collapsed"] = float(selection.max_elbo_collapsed)
+    if selection.max_iwae is not None:
+        summary["max_iwae"] = selection.max_iwae.metrics["iwae_ll"]
+        summary["max_iwae_trial"] = float(selection.max_iwae.number)
+    if selection.bounds_disagree is not None:
+        summary["bounds_disagree"] = float(selection.bounds_disagree)
+    for key, value in (("elbo_gap", selection.elbo_gap), ("elbo_gap_se", selection.elbo_gap_se)):
+        if value is not None:
+            summary[key] = value
+    if selection.iwae_gap is not None:
+        summary["iwae_gap"] = selection.iwae_gap.gap
+        if selection.iwae_gap.standard_error is not None:
+            summary["iwae_gap_se"] = selection.iwae_gap.standard_error
+    summary["n_censored"] = float(len(selection.censored_trials))
     return {k: v for k, v in summary.items() if math.isfinite(v)}
+
+
+def verdict_tag(selection: Selection) -> str:
+    """`collapsed`, `not collapsed` or `undetermined`: whether the max-ELBO model collapsed."""
+    return {True: "collapsed", False: "not collapsed", None: "undetermined"}[selection.max_elbo_collapsed]
 
 
 def trials_table(trials: list[TrialOutcome]) -> str:

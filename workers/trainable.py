@@ -9,26 +9,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray import tune
 
-from rdvae import DataSplits, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, fit
+from rdvae import DataSplits, HeldOutMetrics, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, fit
+from workers.budget import anneal_end_epoch, capacity_ramp
 from workers.spec import SweepSpec
 
 CHECKPOINT_FILE = "model.pt"
+PER_EXAMPLE_FILE = "per_example.npz"
 FINAL_FLAG = "final"
 
 
 def run_config(spec: SweepSpec, params: dict[str, Any], device: str = "cpu") -> RunConfig:
     """The rdvae run of one trial: the spec's fixed settings overridden by the sampled `params`."""
-    space = spec.search_space
     if params.get("objective", "beta") == "capacity":
-        objective = ObjectiveConfig(
-            kind="capacity",
-            capacity=float(params["C"]),
-            gamma=space.gamma,
-            capacity_anneal_steps=space.capacity_anneal_steps,
-        )
+        objective = ObjectiveConfig.model_validate({**capacity_ramp(spec).model_dump(), "capacity": float(params["C"])})
     else:
         objective = ObjectiveConfig(kind="beta", beta=float(params["beta"]))
     model_overrides = {key: params[key] for key in ("latent_dim", "decoder") if key in params}
@@ -44,6 +41,7 @@ def run_config(spec: SweepSpec, params: dict[str, Any], device: str = "cpu") -> 
             seed=spec.seed,
             device=device,
             iwae_samples=spec.iwae_samples,
+            collapse_rate_threshold=spec.collapse_rate_threshold,
         ),
     )
 
@@ -64,7 +62,11 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
     spec = SweepSpec.model_validate_json(spec_json)
     context = tune.get_context()
     device = "cuda" if ray.get_gpu_ids() else "cpu"
+    n_train = int(data.train.shape[0])
     rdvae_config = run_config(spec, config, device)
+    # A capacity trial is collapsed by design while C_t is small: it reports `annealing` = 1 until C_t = C, and no
+    # stopper judges it before (ASHA's grace period is raised to the same epoch by the driver).
+    anneal_end = anneal_end_epoch(spec, n_train) if config.get("objective", "beta") == "capacity" else 0
     resume_from: Path | None = None
     resumed_epoch = 0
     checkpoint = tune.get_checkpoint()
@@ -81,8 +83,10 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         (checkpoint_dir / "epoch.json").write_text(json.dumps({"epoch": epoch}))
+        annealing = float(epoch < anneal_end)
         tune.report(
-            {**metrics, "epoch": epoch, FINAL_FLAG: 0}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir)
+            {**metrics, "epoch": epoch, "annealing": annealing, FINAL_FLAG: 0},
+            checkpoint=tune.Checkpoint.from_directory(checkpoint_dir),
         )
 
     result = fit(
@@ -100,4 +104,23 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
     final.update({"epoch": spec.epochs, FINAL_FLAG: 1, "train_seconds": result.train_seconds})
     # trial_seconds: this process's whole life (data to device, model, epochs, final IWAE), what a sweep schedules.
     final.update({"trial_seconds": time.perf_counter() - started, "on_gpu": float(device == "cuda")})
-    tune.report(final)
+    # Per-example held-out bounds travel with the final checkpoint: the driver pairs them across trials.
+    save_per_example(checkpoint_dir / PER_EXAMPLE_FILE, result.validation)
+    tune.report(final, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+
+
+def save_per_example(path: Path, metrics: HeldOutMetrics) -> None:
+    """Write a trial's per-example validation ELBO (and IWAE) as float64 arrays in an .npz."""
+    assert metrics.per_example is not None
+    arrays = {"elbo": metrics.per_example.elbo.double().numpy()}
+    if metrics.per_example.iwae is not None:
+        arrays["iwae"] = metrics.per_example.iwae.double().numpy()
+    np.savez(path, **arrays)
+
+
+def load_per_example(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays `save_per_example` wrote, or None when the file is missing (a trial stopped early)."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}

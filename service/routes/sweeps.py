@@ -213,17 +213,7 @@ async def trials(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> Tri
 async def pareto(sweep_id: SweepId, _reader: Reader, session: SessionDep) -> ParetoView:
     sweep = _found(session, sweep_id)
     selection = _finished_result(sweep).selection
-    return ParetoView(
-        sweep_id=sweep.id,
-        front=selection.front,
-        recommended=selection.recommended,
-        reason=selection.reason,
-        max_elbo=selection.max_elbo,
-        max_elbo_collapsed=selection.max_elbo_collapsed,
-        elbo_gap=selection.elbo_gap,
-        hypervolume=selection.hypervolume,
-        reference_point=selection.reference_point,
-    )
+    return ParetoView(sweep_id=sweep.id, **dict(selection))
 
 
 @router.get(

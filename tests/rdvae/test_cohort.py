@@ -55,7 +55,7 @@ def _mixed_members(make_run: Run, epochs: int, **model: object) -> list[RunConfi
         _with(make_run(ObjectiveConfig(kind="beta", beta=4.0, kl_warmup_steps=40), epochs=epochs, **model), seed=2),
         _with(
             make_run(
-                ObjectiveConfig(kind="capacity", capacity=3.0, gamma=50.0, capacity_anneal_steps=60),
+                ObjectiveConfig(kind="capacity", capacity=3.0, gamma=50.0, capacity_anneal_fraction=0.4),
                 epochs=epochs,
                 **model,
             ),
@@ -202,6 +202,9 @@ def test_resume_from_a_cohort_checkpoint_equals_uninterrupted_training(
         assert after.status == before.status and after.error == before.error
         assert [r["epoch"] for r in after.history] == [r["epoch"] for r in before.history]
         assert after.validation == before.validation and after.test == before.test
+        if before.test is not None:  # the per-example bounds (paired comparisons) survive the checkpoint too
+            assert after.test is not None and after.test.per_example is not None
+            assert torch.equal(after.test.per_example.elbo, before.test.per_example.elbo)  # type: ignore[union-attr]
         for name, value in before.model.state_dict().items():  # the failed member's weights are NaN in both
             torch.testing.assert_close(after.model.state_dict()[name], value, rtol=0, atol=0, equal_nan=True)
 

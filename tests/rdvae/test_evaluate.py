@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 
 import pytest
@@ -132,3 +133,33 @@ def test_active_units_of_a_hand_built_encoder_count_the_variance_of_its_means() 
     assert held_out.active_units == 2
     expected_kl = 0.5 * (scales.pow(2) * torch.tanh(x[:, :4]).pow(2).mean(0))
     torch.testing.assert_close(torch.tensor(held_out.kl_per_dim), expected_kl, atol=1e-5, rtol=1e-4)
+
+
+def test_final_elbo_uses_the_iwae_draws_and_is_less_noisy(trained: VAE, digits: DataSplits) -> None:
+    one = [evaluate(trained, digits.test, seed=seed).elbo for seed in range(6)]
+    many = [evaluate(trained, digits.test, iwae_samples=50, seed=seed) for seed in range(6)]
+    assert all(m.elbo_samples == 50 and m.iwae_samples == 50 for m in many)
+    # k = 50 draws per example instead of 1: the Monte-Carlo spread of the mean ELBO shrinks (~1/sqrt(50)).
+    assert statistics.stdev(m.elbo for m in many) < 0.5 * statistics.stdev(one)
+    first = many[0]
+    assert first.per_example is not None and first.per_example.iwae is not None
+    assert float(first.per_example.elbo.mean()) == pytest.approx(first.elbo, abs=1e-4)
+    assert float(first.per_example.iwae.mean()) == pytest.approx(first.iwae_ll, abs=1e-4)
+    assert first.elbo_se == pytest.approx(float(first.per_example.elbo.std()) / math.sqrt(first.examples), rel=1e-4)
+    assert "per_example" not in first.as_dict() and first.as_dict()["elbo_samples"] == 50.0
+
+
+def test_saturated_mutual_info_is_flagged_and_marginal_kl_withheld(digits: DataSplits) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=4, hidden_dims=(16,)), 64, (1, 8, 8))
+    encoder = torch.nn.Linear(64, 8)
+    with torch.no_grad():  # far-apart means, variance e^-16: every z names its x, so I(x; z) hits log N
+        encoder.weight.mul_(200.0)
+        encoder.weight[4:] = 0.0
+        encoder.bias[4:] = -16.0
+    model.encoder = encoder
+    held_out = evaluate(model, digits.test)
+    assert held_out.mutual_info_cap == pytest.approx(math.log(digits.test.shape[0]))
+    assert held_out.mutual_info_saturated and held_out.marginal_kl is None
+    assert held_out.rate > held_out.mutual_info_cap + 10  # the rate keeps ranking where MI has stopped
+    assert "marginal_kl" not in held_out.as_dict() and held_out.as_dict()["mutual_info_saturated"] == 1.0

@@ -125,3 +125,32 @@ def test_is_collapsed() -> None:
 def test_log_mean_exp() -> None:
     values = torch.tensor([[0.0, math.log(3.0)]])
     assert float(metrics.log_mean_exp(values, dim=1)) == pytest.approx(math.log(2.0))
+
+
+def test_paired_difference_against_a_hand_computation() -> None:
+    first = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    second = torch.tensor([0.5, 1.5, 3.5, 3.0])
+    gap, standard_error = metrics.paired_difference(first, second)
+    # differences 0.5, 0.5, -0.5, 1.0: mean 0.375, squared deviations 1.1875 in all, sample variance 1.1875 / 3
+    assert gap == pytest.approx(0.375)
+    assert standard_error == pytest.approx(math.sqrt(1.1875 / 3) / 2)
+    # Pairing removes what both share: adding a per-example offset to both changes nothing.
+    offset = torch.tensor([100.0, -50.0, 3.0, 7.0])
+    assert metrics.paired_difference(first + offset, second + offset) == pytest.approx((gap, standard_error))
+    with pytest.raises(ValueError, match="one shape"):
+        metrics.paired_difference(first, second[:3])
+
+
+def test_mutual_info_saturation_is_flagged_near_log_n() -> None:
+    n = 180
+    generator = torch.Generator().manual_seed(0)
+    # Posteriors far apart with tiny variance: every z identifies its x, the estimate hits its cap log N.
+    separated = torch.randn(n, 4, generator=generator) * 50.0
+    tiny = torch.full((n, 4), -12.0)
+    estimate = metrics.mutual_info(separated, tiny)
+    assert estimate == pytest.approx(math.log(n), abs=1e-3)
+    assert metrics.mutual_info_saturated(estimate, n)
+    # Overlapping posteriors (a weakly informative code): well below the cap, a measurement.
+    overlapping = torch.randn(n, 4, generator=generator) * 0.3
+    low = metrics.mutual_info(overlapping, torch.zeros(n, 4))
+    assert low < math.log(n) - 1.0 and not metrics.mutual_info_saturated(low, n)

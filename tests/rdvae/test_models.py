@@ -115,3 +115,29 @@ def test_encoder_log_variance_is_clamped() -> None:
         model.encoder[-1].bias.fill_(1e6)
     _, logvar = model.encode(torch.ones(1, 4))
     assert float(logvar.detach().max()) == 10.0
+
+
+@pytest.mark.parametrize("hidden", [(8,), (8, 8), (5, 12)])
+def test_narrow_made_sees_its_whole_context_and_nothing_after(hidden: tuple[int, ...]) -> None:
+    # Width < D - 1: a hidden layer cannot hold every degree, yet output d must still see x_{d-1} (and, through the
+    # direct connections, all of x_<d) and never x_j for j >= d (Germain et al. 2015).
+    dim = 20
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(decoder="made", latent_dim=2, hidden_dims=hidden), dim, (1, 4, 5))
+    x, z = torch.rand(1, dim), torch.randn(1, 2)
+    jacobian = torch.autograd.functional.jacobian(lambda inputs: model.decoder(inputs, z)[0], x)[:, 0, :]
+    for d in range(dim):  # 0-based: output d is pixel d + 1
+        assert torch.all(jacobian[d, d:] == 0), f"output {d} depends on x_j, j >= {d}"
+        assert torch.all(jacobian[d, :d] != 0), f"output {d} is blind to some of x_<{d}: {jacobian[d, :d]}"
+
+
+@pytest.mark.parametrize(("width", "dim"), [(8, 20), (500, 784), (63, 64), (256, 64)])
+def test_made_hidden_degrees_cover_1_to_d_minus_1(width: int, dim: int) -> None:
+    from rdvae._made import hidden_degrees
+
+    degrees = hidden_degrees(width, dim)
+    assert degrees.shape == (width,) and int(degrees.min()) == 1 and int(degrees.max()) <= dim - 1
+    if width < dim - 1:  # spread over the whole range, not the first `width` values
+        assert int(degrees.max()) >= (dim - 1) * (width - 1) // width
+    else:
+        assert set(degrees.tolist()) == set(range(1, dim))

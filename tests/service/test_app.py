@@ -62,6 +62,12 @@ def test_submit_is_accepted_queued_and_readable(client: TestClient) -> None:
         ({"objectives": [{"metric": "elbo"}, {"metric": "elbo"}]}, "body"),
         ({"model": {"decoder": "made", "likelihood": "gaussian"}}, "body.model"),
         ({"constraints": [{"metric": "rate", "value": "nan"}]}, "body.constraints.0.value"),
+        # C_t could not reach C before the last epoch (1 epoch of 11 steps on digits): refused at submit.
+        (
+            {"search_space": {"objective": ["capacity"], "capacity_anneal_steps": 1000}},
+            "body.search_space.capacity_anneal_steps",
+        ),
+        ({"early_stopping": {"collapse_rate_threshold": 0.3}, "collapse_rate_threshold": 0.2}, "body"),
     ],
 )
 def test_invalid_specs_name_the_field(client: TestClient, body: dict, field: str) -> None:

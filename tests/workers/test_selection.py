@@ -61,7 +61,8 @@ def test_hypervolume_against_the_documented_reference() -> None:
 def test_no_feasible_trial_gives_no_recommendation_and_says_why() -> None:
     selection = select(SPEC, [TRIALS[0], TRIALS[5]])
     assert selection.recommended is None and selection.front == []
-    assert "no recommendation" in selection.reason
+    assert "no recommendation" in selection.reason.lower()
+    assert "none of the evaluated trials is feasible" in selection.reason
 
 
 def test_pareto_front_and_hypervolume_primitives() -> None:

@@ -31,21 +31,27 @@ def _stoppers(spec: SweepSpec) -> list[object]:
 
 
 def test_the_collapse_stopper_runs_only_when_the_spec_asks_for_a_non_collapsed_model() -> None:
-    asks = SweepSpec.model_validate({"early_stopping": {"collapse_warmup_epochs": 4, "collapse_rate_threshold": 0.2}})
+    asks = SweepSpec.model_validate(
+        {"collapse_rate_threshold": 0.2, "early_stopping": {"stop_collapsed": True, "collapse_warmup_epochs": 4}}
+    )
     kinds = [type(s) for s in _stoppers(asks)]
     assert kinds == [CancelStopper, CollapseStopper]
     collapse = _stoppers(asks)[1]
     assert (collapse.warmup_epochs, collapse.threshold) == (4, 0.2)
     # Only ELBO, no constraint: a collapsed model may be the answer (auto-decoding), so none is cut short.
-    elbo_only = SweepSpec.model_validate({"objectives": [{"metric": "elbo"}], "constraints": []})
+    elbo_only = SweepSpec.model_validate(
+        {"objectives": [{"metric": "elbo"}], "constraints": [], "early_stopping": {"stop_collapsed": True}}
+    )
     assert [type(s) for s in _stoppers(elbo_only)] == [CancelStopper]
-    switched_off = SweepSpec.model_validate({"early_stopping": {"stop_collapsed": False}})
-    assert [type(s) for s in _stoppers(switched_off)] == [CancelStopper]
+    # Off by default: a stopped collapsed trial is censored, and censoring biases the max-ELBO verdict.
+    assert [type(s) for s in _stoppers(SweepSpec())] == [CancelStopper]
 
 
 def test_asha_ranks_on_held_out_elbo_and_never_cuts_the_final_report() -> None:
-    spec = SweepSpec.model_validate({"epochs": 2, "early_stopping": {"grace_period": 1, "reduction_factor": 2}})
-    scheduler = _scheduler(spec)
+    spec = SweepSpec.model_validate(
+        {"epochs": 2, "early_stopping": {"asha": True, "grace_period": 1, "reduction_factor": 2}}
+    )
+    scheduler = _scheduler(spec, n_train=1437)
     assert isinstance(scheduler, ASHAScheduler)
     good, bad = SimpleNamespace(trial_id="good", config={}), SimpleNamespace(trial_id="bad", config={})
     for trial in (good, bad):
@@ -60,15 +66,35 @@ def test_asha_ranks_on_held_out_elbo_and_never_cuts_the_final_report() -> None:
     assert scheduler.on_trial_result(None, good, final) == TrialScheduler.CONTINUE
 
 
-def test_asha_can_be_switched_off() -> None:
-    assert isinstance(_scheduler(SweepSpec.model_validate({"early_stopping": {"asha": False}})), FIFOScheduler)
+def test_asha_is_off_by_default() -> None:
+    assert isinstance(_scheduler(SweepSpec(), n_train=1437), FIFOScheduler)
 
 
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_asha_grace_period_never_exceeds_the_epochs(epochs: int) -> None:
-    spec = SweepSpec.model_validate({"epochs": epochs, "early_stopping": {"grace_period": 5}})
-    scheduler = _scheduler(spec)
+    spec = SweepSpec.model_validate({"epochs": epochs, "early_stopping": {"asha": True, "grace_period": 5}})
+    scheduler = _scheduler(spec, n_train=1437)
     assert isinstance(scheduler, ASHAScheduler)
     # A grace period past the last epoch would put ASHA's first rung where no report ever arrives.
     assert scheduler._max_t == epochs + 1
     assert min(milestone for milestone, _ in scheduler._brackets[0]._rungs) == epochs
+
+
+def _first_rung(scheduler: TrialScheduler) -> int:
+    assert isinstance(scheduler, ASHAScheduler)
+    return min(milestone for milestone, _ in scheduler._brackets[0]._rungs)
+
+
+def test_no_scheduler_judges_a_capacity_trial_before_its_ramp_ends() -> None:
+    early = {"asha": True, "grace_period": 2, "stop_collapsed": True, "collapse_warmup_epochs": 2}
+    beta = SweepSpec.model_validate({"epochs": 20, "early_stopping": early})
+    capacity = SweepSpec.model_validate(
+        {"epochs": 20, "search_space": {"objective": ["beta", "capacity"]}, "early_stopping": early}
+    )
+    # Ramp: half of 20 epochs (default capacity_anneal_fraction 0.5): ASHA's first rung waits for epoch 10.
+    assert _first_rung(_scheduler(beta, n_train=1437)) == 2
+    assert _first_rung(_scheduler(capacity, n_train=1437)) == 10
+    stopper = _stoppers(capacity)[1]
+    ramping = {**epoch_result(5, rate=0.0), "annealing": 1.0}
+    assert not stopper("t", ramping)  # C_t still small: collapsed by design
+    assert stopper("t", {**ramping, "annealing": 0.0})
