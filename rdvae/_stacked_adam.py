@@ -28,6 +28,8 @@ class StackedAdam:
         self.exp_avg_sq = torch.zeros_like(params, requires_grad=False)
         self.steps = torch.zeros(params.shape[0], device=params.device)
         self._fused = params.device.type in ("cpu", "cuda")
+        self._row_views: tuple[tuple[torch.Tensor, ...], ...] | None = None
+        self._lr_groups: dict[float, list[int]] = {}
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
@@ -35,9 +37,13 @@ class StackedAdam:
         if self.grad_clips is not None:
             # torch.nn.utils.clip_grad_norm_ per member: scale by min(1, max_norm / (total_norm + 1e-6)).
             grad = grad * (self.grad_clips / (grad.norm(dim=1) + 1e-6)).clamp(max=1.0)[:, None]
-        rows = (self.params.unbind(0), grad.unbind(0), self.exp_avg.unbind(0), self.exp_avg_sq.unbind(0))
-        steps = self.steps.unbind(0)
-        for learning_rate, members in self._groups().items():
+        if self._row_views is None:
+            # Per-row views of the state: made once per set of rows (thousands of views cost an eager step).
+            self._row_views = tuple(t.unbind(0) for t in (self.params, self.exp_avg, self.exp_avg_sq, self.steps))
+            self._lr_groups = self._groups()
+        params_rows, exp_avg_rows, exp_avg_sq_rows, steps = self._row_views
+        rows = (params_rows, grad.unbind(0), exp_avg_rows, exp_avg_sq_rows)
+        for learning_rate, members in self._lr_groups.items():
             params, grads, exp_avgs, exp_avg_sqs = ([tensors[k] for k in members] for tensors in rows)
             adam(
                 params,
@@ -65,6 +71,7 @@ class StackedAdam:
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the members at `rows`, parameters included (a cohort compacted after some members finished)."""
+        self._row_views = None
         self.params = self.params.detach()[rows].requires_grad_()
         self.learning_rates = [self.learning_rates[int(row)] for row in rows]
         self.grad_clips = None if self.grad_clips is None else self.grad_clips[rows]
