@@ -214,11 +214,12 @@ class ProgressBar:
 ROWS: list[tuple[str, Callable[[HeldOutMetrics], str]]] = [
     ("rate R (nats)", lambda m: f"{m.rate:.3f}"),
     ("distortion D (nats)", lambda m: f"{m.distortion:.3f}"),
-    ("ELBO (nats)", lambda m: f"{m.elbo:.3f}"),
     ("IWAE NLL (nats)", lambda m: "-" if m.iwae_ll is None else f"{-m.iwae_ll:.3f} (k={m.iwae_samples})"),
     ("active units", lambda m: str(m.active_units)),
-    ("mutual info I(x;z)", lambda m: f"{m.mutual_info:.3f}"),
-    ("marginal KL", lambda m: f"{m.marginal_kl:.3f}"),
+    ("ELBO ± SE (nats)", lambda m: f"{m.elbo:.3f} ± {m.elbo_se:.3f} (k={m.elbo_samples})"),
+    ("mutual info I(x;z)", lambda m: f">= {m.mutual_info:.3f} (saturated)" if m.mutual_info_saturated
+                                     else f"{m.mutual_info:.3f}"),  # fmt: skip
+    ("marginal KL", lambda m: "- (MI saturated)" if m.marginal_kl is None else f"{m.marginal_kl:.3f}"),
     ("collapsed", lambda m: "yes" if m.collapsed else "no"),
 ]
 

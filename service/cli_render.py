@@ -12,7 +12,14 @@ from rich.table import Table
 
 FINISHED = ("succeeded", "failed", "cancelled")
 PARAM_ORDER = ("objective", "beta", "C", "decoder", "latent_dim", "learning_rate")
-METRICS = (("elbo", "ELBO"), ("rate", "R"), ("distortion", "D"), ("active_units", "AU"), ("mutual_info", "MI"))
+METRICS = (
+    ("elbo", "ELBO"),
+    ("iwae_ll", "IWAE"),
+    ("rate", "R"),
+    ("distortion", "D"),
+    ("active_units", "AU"),
+    ("mutual_info", "MI"),
+)
 
 
 def _number(value: Any, digits: int = 2) -> str:
@@ -63,25 +70,46 @@ def watch(fetch: Callable[[], dict[str, Any]], console: Console, interval: float
             sweep = fetch()
 
 
+_SYMBOLS = {"beta": "β", "learning_rate": "lr", "latent_dim": "z"}
+
+
 def _params(trial: dict[str, Any]) -> str:
+    """`β=1.22 made` or `capacity C=5 lr=0.001`: the sampled values, compactly (the family only when capacity)."""
     params = trial.get("params", {})
     keys = [key for key in PARAM_ORDER if key in params] + sorted(set(params) - set(PARAM_ORDER))
-    return " ".join(f"{key}={_number(params[key], 3)}" for key in keys)
+    shown = []
+    for key in keys:
+        value = params[key]
+        if key == "objective":
+            shown += ["capacity"] if value == "capacity" else []
+        elif key == "decoder":
+            shown.append(str(value))
+        else:
+            shown.append(f"{_SYMBOLS.get(key, key)}={value:.3g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(shown)
 
 
 def pareto_table(view: dict[str, Any]) -> Table:
     recommended = (view.get("recommended") or {}).get("trial_id")
-    table = Table(title=f"Pareto front of sweep {view['sweep_id']}", caption="held-out nats; ★ recommended")
+    top = view.get("max_elbo")
+    caption = "held-out nats; ★ recommended; ▲ max ELBO (shown below the front when it is not on it)"
+    table = Table(title=f"Pareto front of sweep {view['sweep_id']}", caption=caption)
     table.add_column("", width=1)
     table.add_column("#", justify="right")
     table.add_column("params", overflow="fold", ratio=1)
     for _, title in METRICS:
         table.add_column(title, justify="right", no_wrap=True)
     table.add_column("collapsed", no_wrap=True, min_width=9)
-    for trial in view["front"]:
+    rows = list(view["front"])
+    if top is not None and all(trial["trial_id"] != top["trial_id"] for trial in rows):
+        rows.append(top)
+    for trial in rows:
         metrics = trial.get("metrics", {})
-        mark = "★" if trial["trial_id"] == recommended else ""
-        table.add_row(mark, str(trial["number"]), _params(trial), *(_number(metrics.get(key)) for key, _ in METRICS),
+        mark = "★" if trial["trial_id"] == recommended else "▲" if top and trial["trial_id"] == top["trial_id"] else ""
+        cells = [_number(metrics.get(key)) for key, _ in METRICS]
+        if metrics.get("mutual_info_saturated"):  # a lower bound at the estimator's cap log N, not a measurement
+            cells[[key for key, _ in METRICS].index("mutual_info")] = f"≥{_number(metrics.get('mutual_info'))}"
+        table.add_row(mark, str(trial["number"]), _params(trial), *cells,
                       "yes" if trial.get("collapsed") else "no")  # fmt: skip
     return table
 

@@ -1,7 +1,8 @@
 """`make demo`: the embedded stack (local Ray, local MLflow + UI, the API), one real sweep, the answer.
 
-Submits examples/mnist5k_rd.yaml through the API, shows live progress, prints the Pareto table and the
-recommendation, writes the rate-distortion plane PNG and prints the MLflow UI URL; stops everything unless --keep.
+Submits examples/digits_collapse.yaml through the API (the seed question: the max-ELBO model of a β scan is
+collapsed), shows live progress, prints the Pareto table and the answer — which model to keep, what it costs in ELBO
+± SE, what IWAE says — writes the rate-distortion plane PNG and prints the MLflow UI URL; stops unless --keep.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from service.client import ApiClient, CliError, load_spec_file
 from service.embedded import LOOPBACK, EmbeddedStack, executable, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = ROOT / "examples" / "mnist5k_rd.yaml"
+DEFAULT_SPEC = ROOT / "examples" / "digits_collapse.yaml"
 
 
 def _port_or_free(port: int) -> int:
@@ -119,7 +120,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="SweepSpec YAML (default: the MNIST demo).")
+    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="SweepSpec YAML (default: digits collapse).")
     parser.add_argument("--state-dir", type=Path, default=Path(".rdvae"), help="Where DBs, logs and the PNG go.")
     parser.add_argument("--keep", action="store_true", help="Keep the API, MLflow UI and Ray running afterwards.")
     parser.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (another if taken).")

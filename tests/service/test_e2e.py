@@ -87,6 +87,9 @@ def test_a_tiny_sweep_runs_to_success(api: ApiProcess, mlflow_server: str) -> No
         pareto = client.get(f"/v1/sweeps/{sweep_id}/pareto").json()
         assert pareto["reason"] and pareto["max_elbo"] is not None
         assert isinstance(pareto["max_elbo_collapsed"], bool)
+        # How sure: the max-IWAE trial, the censoring and the rule used, as in result.json.
+        assert pareto["max_iwae"] is not None and pareto["collapse_rate_threshold"] == 0.1
+        assert pareto["censored_trials"] == [] and isinstance(pareto["rd_frontier"], list)
         plot = client.get(f"/v1/sweeps/{sweep_id}/plot.png")
         assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG\r\n\x1a\n")
         assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409

@@ -60,7 +60,7 @@ def test_non_collapse_is_asked_by_objective_or_constraint() -> None:
     assert not parse_spec({"objectives": [{"metric": "elbo"}], "constraints": []}).asks_for_non_collapse()
 
 
-@pytest.mark.parametrize("name", ["digits_beta.yaml", "mnist5k_rd.yaml", "capacity.yaml"])
+@pytest.mark.parametrize("name", ["digits_beta.yaml", "mnist5k_rd.yaml", "capacity.yaml", "digits_collapse.yaml"])
 def test_examples_load(name: str) -> None:
     spec = load_spec(EXAMPLES / name)
     assert spec.n_trials >= 1 and spec.objectives[0].metric == "elbo"

@@ -85,6 +85,13 @@ def test_nested_child_runs_hold_params_and_per_epoch_metrics(
     parent = client.get_run(result.mlflow_parent_run_id)
     assert parent.data.metrics["n_trials"] == SPEC.n_trials
     assert "hypervolume" in parent.data.metrics
+    # The verdict travels with the parent run: in words, as a tag a user can filter on, and as metrics.
+    selection = result.selection
+    verdict = {True: "collapsed", False: "not collapsed", None: "undetermined"}[selection.max_elbo_collapsed]
+    assert parent.data.tags["rdvae.max_elbo_verdict"] == verdict
+    assert parent.data.tags["rdvae.reason"] == selection.reason
+    assert parent.data.metrics["n_censored"] == len(selection.censored_trials)
+    assert parent.data.metrics["max_iwae"] == pytest.approx(selection.max_iwae.metrics["iwae_ll"])
 
 
 def test_front_is_non_dominated_and_recommendation_is_feasible(sweep: tuple[SweepResult, list[SweepProgress]]) -> None:
@@ -115,7 +122,8 @@ def test_champion_loads_from_the_registry_and_reproduces_its_elbo(
     model = mlflow.pytorch.load_model(uri)
     logged = MlflowClient(mlflow_server).get_run(recommended.mlflow_run_id).data.metrics["elbo"]
     validation = load_data(SPEC.dataset).validation
-    reproduced = evaluate(model.vae, validation, seed=SPEC.seed).elbo
+    # The final ELBO is estimated from the IWAE draws (k = iwae_samples per example): evaluated the same way.
+    reproduced = evaluate(model.vae, validation, iwae_samples=SPEC.iwae_samples, seed=SPEC.seed).elbo
     assert reproduced == pytest.approx(logged, abs=1e-3)
     # The same model served through MLflow's generic interface returns the posterior means, one row per input.
     served = mlflow.pyfunc.load_model(uri).predict(validation[:5].numpy())
