@@ -62,11 +62,11 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
     spec = SweepSpec.model_validate_json(spec_json)
     context = tune.get_context()
     device = "cuda" if ray.get_gpu_ids() else "cpu"
-    n_train = int(data.train.shape[0])
     rdvae_config = run_config(spec, config, device)
     # A capacity trial is collapsed by design while C_t is small: it reports `annealing` = 1 until C_t = C, and no
     # stopper judges it before (ASHA's grace period is raised to the same epoch by the driver).
-    anneal_end = anneal_end_epoch(spec, n_train) if config.get("objective", "beta") == "capacity" else 0
+    capacity = config.get("objective", "beta") == "capacity"
+    anneal_end = anneal_end_epoch(spec, int(data.train.shape[0])) if capacity else 0
     resume_from: Path | None = None
     resumed_epoch = 0
     checkpoint = tune.get_checkpoint()
