@@ -63,7 +63,8 @@ class CohortOptunaSearch(Searcher):
 
     def _ask(self) -> None:
         trial = self.study.ask()
-        params = {**trial.params, **self.space(trial)}
+        fixed = self.space(trial)  # suggests the searched values on `trial`, returns the fixed ones
+        params = {**trial.params, **fixed}
         self.asked += 1
         self.waiting.append((cohort_key(run_config(self.spec, params)), trial, params))
 
@@ -124,4 +125,3 @@ class CohortOptunaSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
-

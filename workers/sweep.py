@@ -19,6 +19,7 @@ from ray.tune.stopper import CombinedStopper, Stopper
 from rdvae import load_data
 from workers.budget import anneal_end_epoch, check_budget
 from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
+from workers.cohort_driver import cohort_outcomes, cohort_tuner
 from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
 from workers.search import ConstrainedOptunaSearch
@@ -109,6 +110,8 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.
     data = load_data(spec.dataset)
     n_train = int(data.train.shape[0])
     check_budget(spec, n_train)
+    if spec.cohort_size > 1:
+        return cohort_tuner(spec, sweep_id, root, audit_dir, data)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec_json=spec.model_dump_json(), data=data, audit_dir=str(audit_dir)),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
@@ -220,7 +223,7 @@ def run_sweep(
         live = LiveSweep(spec, sweep_id, tracker, audit_dir, on_progress=on_progress, should_stop=should_stop)
         LIVE[sweep_id] = live
         grid = _tuner(spec, sweep_id, root, audit_dir).fit()
-        trials, per_example = _outcomes(spec, grid, live)
+        trials, per_example = (cohort_outcomes if spec.cohort_size > 1 else _outcomes)(spec, grid, live)
         selection = select(spec, trials, per_example)
         png = render_rd_plane(trials, selection, title=_plot_title(spec, sweep_id))
         result = SweepResult(
