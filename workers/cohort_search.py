@@ -111,8 +111,14 @@ class CohortOptunaSearch(Searcher):
             if all(math.isfinite(v) for v in constraints):
                 for index, value in enumerate(constraints):
                     trial.set_constraint(f"constraint_{index}", value)
-        self.study.tell(trial, [float(v) for v in values] if state == TrialState.COMPLETE else None, state=state)
         self.told.add(trial.number)
+        try:
+            self.study.tell(trial, [float(v) for v in values] if state == TrialState.COMPLETE else None, state=state)
+        except RuntimeError as error:
+            # The grid sampler stops the study once every grid point has started; outside `optimize` Optuna refuses
+            # that with this error, raised after the trial's state is stored.
+            if "Study.stop" not in str(error):
+                raise
 
     def cohort_numbers(self, trial_id: str) -> list[int]:
         """Optuna trial numbers of the members of Tune trial `trial_id`."""
