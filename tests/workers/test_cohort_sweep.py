@@ -4,7 +4,9 @@ cohort sweeps on digits (Ray head, MLflow server) whose members are rows of the 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,3 +256,54 @@ def test_a_diverging_member_fails_alone_inside_a_tune_cohort(
     search.restore_from_dir(result.storage_path)
     states = {t.params["beta"]: t.state for t in search.study.get_trials()}
     assert states == {0.5: TrialState.COMPLETE, 4.0: TrialState.FAIL}
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_cohorts_keeping_finished_members(
+    tmp_path: Path, ray_cluster: str, mlflow_server: str
+) -> None:
+    from test_workers_cli import progress_lines, spec_dict, start_driver, wait_for
+
+    spec = spec_dict("cohort-resume", epochs=20, cohort_size=3, max_concurrent_trials=3)
+    sweep_dir = tmp_path / "sweeps" / "cohort-resume"
+
+    def second_cohort_checkpointed() -> bool:
+        finished = (progress_lines(tmp_path) or [{}])[-1].get("finished", [])
+        done = {member.rsplit("-m", 1)[0] for member in finished}
+        if len(finished) < 3:
+            return False
+        running = [d for d in sweep_dir.glob("train_cohort_*") if not any(f"_{tid}_" in d.name for tid in done)]
+        return any(list(d.glob("checkpoint_*")) for d in running)
+
+    driver = start_driver(tmp_path, spec, ray_cluster, mlflow_server)
+    try:
+        wait_for(second_cohort_checkpointed, driver)
+        finished_before = set(progress_lines(tmp_path)[-1]["finished"])
+        time.sleep(1.0)  # let Tune write the experiment state that records the first cohort as finished
+        assert driver.poll() is None, "the sweep finished before it could be interrupted"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert len(finished_before) == 3
+    resumed = start_driver(tmp_path, spec, ray_cluster, mlflow_server)
+    assert resumed.wait(timeout=240) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    result = SweepResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert sorted(t.number for t in result.trials) == list(range(6))
+    assert all(t.status == "completed" and t.epochs == 20 for t in result.trials)
+    by_id = {t.trial_id: t for t in result.trials}
+    assert all(by_id[member].attempts == 1 for member in finished_before), "a finished cohort ran again"
+    second = [t for t in result.trials if t.trial_id not in finished_before]
+    assert len(second) == 3 and all(t.attempts == 2 for t in second)
+    starts = [json.loads(line) for line in (sweep_dir / "starts" / f"{second[0].trial_id.rsplit('-m', 1)[0]}.jsonl")
+              .read_text().splitlines()]  # fmt: skip
+    assert starts[0]["resumed_from_epoch"] == 0 and starts[1]["resumed_from_epoch"] >= 1
+    search = CohortOptunaSearch(SweepSpec.model_validate(spec))
+    search.restore_from_dir(str(sweep_dir))
+    assert sorted(t.number for t in search.study.get_trials()) == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in search.study.get_trials())
+    children = MlflowClient(mlflow_server).search_runs(
+        [result.mlflow_experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.mlflow_parent_run_id}'"
+    )
+    assert sorted(run.data.tags["rdvae.trial_id"] for run in children) == sorted(by_id)
