@@ -82,7 +82,7 @@ class SuccessiveHalving:
         return False
 
 
-class _MemberJudge:
+class MemberJudge:
     """The per-member stop rules of the spec: the collapse stopper and successive halving."""
 
     def __init__(self, spec: SweepSpec, n_train: int) -> None:
@@ -95,10 +95,13 @@ class _MemberJudge:
             grace = min(max(stopping.grace_period, anneal_end_epoch(spec, n_train)), spec.epochs)
             self.halving = SuccessiveHalving(grace, stopping.reduction_factor, spec.epochs + 1)
 
+    def collapse_stops(self, record: dict[str, float]) -> bool:
+        """The collapse stopper's rule (`workers.stoppers.collapsed_after_warmup`) on a member's epoch record."""
+        warmup, threshold = self.spec.early_stopping.collapse_warmup_epochs, self.spec.collapse_rate_threshold
+        return collapsed_after_warmup(record, warmup, threshold)
+
     def __call__(self, member: int, record: dict[str, float]) -> bool:
-        stop = self.collapse and collapsed_after_warmup(
-            record, self.spec.early_stopping.collapse_warmup_epochs, self.spec.collapse_rate_threshold
-        )
+        stop = self.collapse and self.collapse_stops(record)
         if self.halving is not None:
             stop = self.halving.should_stop(member, int(record["epoch"]), float(record["elbo"])) or stop
         return stop
@@ -174,7 +177,7 @@ def train_cohort(config: dict[str, Any], *, spec_json: str, data: DataSplits, au
     checkpoint_dir.mkdir()
     resume_from, resumed_epoch, histories = _resume_point(checkpoint_dir)
     _record_start(audit_dir, tune.get_context().get_trial_id(), resumed_epoch)
-    judge = _MemberJudge(spec, n_train)
+    judge = MemberJudge(spec, n_train)
     judge.replay(histories)
     reports: list[dict[str, Any]] = [
         {"status": "running", "metrics": dict(history[-1]) if history else {}, "error": None}

@@ -20,9 +20,10 @@ from ray.tune.search import Searcher
 
 from workers import SweepResult, SweepSpec, run_sweep
 from workers.cohort_search import CohortOptunaSearch, member_constraint_values
-from workers.cohort_trainable import MEMBER_REPORTS, SuccessiveHalving, cohort_members
+from workers.cohort_trainable import MEMBER_REPORTS, SuccessiveHalving, MemberJudge, cohort_members
 from workers.search import constraint_count
-from workers.spec import SpecError, parse_spec
+from workers.spec import EarlyStopping, SpecError, parse_spec
+from workers.stoppers import CollapseStopper
 
 SPEC = SweepSpec.model_validate(
     {
@@ -307,3 +308,21 @@ def test_a_killed_driver_resumes_cohorts_keeping_finished_members(
         [result.mlflow_experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.mlflow_parent_run_id}'"
     )
     assert sorted(run.data.tags["rdvae.trial_id"] for run in children) == sorted(by_id)
+
+
+def test_members_are_judged_by_the_collapse_stoppers_rule_and_by_halving() -> None:
+    spec = SPEC.model_copy(
+        update={
+            "early_stopping": EarlyStopping(stop_collapsed=True, collapse_warmup_epochs=2, asha=True, grace_period=2)
+        }
+    )
+    judge = MemberJudge(spec, n_train=1000)
+    stopper = CollapseStopper(2, spec.collapse_rate_threshold)
+    collapsed = {"epoch": 2.0, "rate": 0.01, "elbo": -50.0, "annealing": 0.0, "final": 0}
+    for record in (collapsed, {**collapsed, "epoch": 1.0}, {**collapsed, "annealing": 1.0}, {**collapsed, "rate": 3.0}):
+        assert judge.collapse_stops(record) == stopper("trial", record)
+    assert judge(0, collapsed) is True  # collapsed after warm-up (and first at its rung)
+    assert judge(1, {**collapsed, "rate": 3.0, "elbo": -60.0}) is True  # healthy, but below member 0 at rung 2
+    assert judge(2, {**collapsed, "rate": 3.0, "elbo": -40.0}) is False
+    off = MemberJudge(SPEC, n_train=1000)  # neither rule asked for
+    assert off(0, collapsed) is False and off.halving is None
