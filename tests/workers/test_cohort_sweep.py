@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 
 from workers import SweepResult, SweepSpec, run_sweep
 from workers.cohort_search import CohortOptunaSearch, member_constraint_values
-from workers.cohort_trainable import MEMBER_REPORTS, SuccessiveHalving, MemberJudge, cohort_members
+from workers.cohort_trainable import MEMBER_REPORTS, MemberJudge, SuccessiveHalving, cohort_members
 from workers.search import constraint_count
 from workers.spec import EarlyStopping, SpecError, parse_spec
 from workers.stoppers import CollapseStopper
