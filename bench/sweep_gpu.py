@@ -4,8 +4,9 @@ Today's way: `workers.run_sweep` — a real Ray Tune + Optuna + MLflow sweep, on
 `--gpus` of a GPU (0.25: four at a time). The cohort way: the same number of run configurations, built by
 `workers.trainable.run_config` exactly as a trial builds its own, half beta (log-uniform) and half C (uniform)
 from the spec's ranges, trained by `rdvae.fit_cohort` in cohorts of `--cohort-size`, one after another in this
-process. The cohort side has no Ray, Optuna or MLflow yet (cohorts are not Tune trials: see the issue), so its
-time is the training, evaluation and selection inputs every trial needs, without the tracking a sweep adds.
+process, without Ray, Optuna or MLflow: the training, evaluation and selection inputs every trial needs. The cohort
+sweep: `workers.run_sweep` with `cohort_size` — cohorts as Ray Tune trials, each asking `--cohort-gpus` of a GPU,
+searched by Optuna K at a time, each member its own MLflow child run (what a user runs).
 Both sides train every trial for all its epochs (no ASHA, no collapse stopper) with the same IWAE samples.
 
     python bench/sweep_gpu.py --trials 256 --epochs 10 --gpus 0.25          # a GPU (minutes)
@@ -101,6 +102,13 @@ def time_ray_sweep(spec: SweepSpec, args: argparse.Namespace) -> tuple[float, in
     return seconds, sum(trial.status == "completed" for trial in result.trials)
 
 
+def time_cohort_sweep(spec: SweepSpec, args: argparse.Namespace) -> tuple[float, int]:
+    """(wall seconds, members completed) of the real sweep with cohorts as Ray Tune trials."""
+    gpus = args.cohort_gpus if args.gpus > 0 else 0.0
+    cohort_spec = spec.model_copy(update={"cohort_size": args.cohort_size, "resources": {"cpus": 1, "gpus": gpus}})
+    return time_ray_sweep(SweepSpec.model_validate(cohort_spec.model_dump()), args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mnist5k", choices=["digits", "mnist5k"])
@@ -115,6 +123,8 @@ def main() -> None:
     parser.add_argument("--iwae-samples", type=int, default=100)
     parser.add_argument("--ray-address", default=None, help="default: a local Ray started here")
     parser.add_argument("--skip-ray", action="store_true", help="time the cohorts only")
+    parser.add_argument("--cohort-gpus", type=float, default=1.0, help="GPU fraction per cohort in the cohort sweep")
+    parser.add_argument("--skip-cohort-sweep", action="store_true", help="no run_sweep with cohort_size")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
     spec = build_spec(args)
@@ -133,6 +143,15 @@ def main() -> None:
               f"{ray_seconds:8.1f} s wall, {ray_done}/{args.trials} trials completed")  # fmt: skip
         print(f"ratio one-trial-per-process / cohorts: {ray_seconds / cohort_seconds:.1f}x")
         figures.update({"ray_seconds": ray_seconds, "ratio": ray_seconds / cohort_seconds})
+    if not args.skip_cohort_sweep:
+        sweep_seconds, sweep_done = time_cohort_sweep(spec, args)
+        gpus = args.cohort_gpus if args.gpus > 0 else 0
+        print(f"cohort sweep (run_sweep, cohort_size {args.cohort_size}, {gpus} GPU per cohort): "
+              f"{sweep_seconds:8.1f} s wall, {sweep_done}/{args.trials} members completed")  # fmt: skip
+        figures["cohort_sweep_seconds"] = sweep_seconds
+        if "ray_seconds" in figures:
+            print(f"ratio one-trial-per-process / cohort sweep: {figures['ray_seconds'] / sweep_seconds:.1f}x")
+            figures["sweep_ratio"] = float(figures["ray_seconds"]) / sweep_seconds
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2))
 
