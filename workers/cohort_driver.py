@@ -22,7 +22,14 @@ from rdvae import DataSplits
 from rdvae.cohort import member_checkpoint_name
 from workers.callbacks import LIVE, LiveSweep, attempts, error_summary
 from workers.cohort_search import CohortOptunaSearch
-from workers.cohort_trainable import EPOCH_RECORDS, cohort_members, member_dir, member_reports, train_cohort
+from workers.cohort_trainable import (
+    EPOCH_RECORDS,
+    cohort_members,
+    member_dir,
+    member_reports,
+    member_statuses,
+    train_cohort,
+)
 from workers.results import SweepProgress, TrialOutcome
 from workers.selection import annotate
 from workers.spec import SweepSpec
@@ -77,20 +84,6 @@ def cohort_tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, da
     )
 
 
-def _member_statuses(trial_status: str, result: dict[str, Any] | None, size: int) -> list[str]:
-    # A cohort that crashed fails its unfinished members; one ended without its final report (cancelled) leaves
-    # them stopped, like a one-trial sweep's trial without its final report.
-    reports = member_reports(result) or [{"status": "running"} for _ in range(size)]
-    final = bool(result) and result.get(FINAL_FLAG) == 1
-    statuses = []
-    for report in reports:
-        status = report["status"]
-        if status == "running" or (status != "failed" and not final and trial_status == Trial.ERROR):
-            status = {Trial.ERROR: "failed", Trial.TERMINATED: "stopped"}.get(trial_status, "running")
-        statuses.append(status)
-    return statuses
-
-
 def _member_model_file(checkpoint_path: str | None, index: int) -> Path | None:
     if checkpoint_path is None:
         return None
@@ -111,7 +104,7 @@ def cohort_progress(live: LiveSweep, trials: list[Trial]) -> SweepProgress:
         if trial.status == Trial.PENDING:
             continue
         members = cohort_members(trial.config)
-        statuses = _member_statuses(trial.status, trial.last_result, len(members))
+        statuses = member_statuses(trial.status, trial.last_result, len(members))
         for index, (status, report) in enumerate(zip(statuses, member_reports(trial.last_result) or [], strict=False)):
             metrics = report.get("metrics") or {}
             if status != "running" and "elbo" in metrics:
@@ -186,7 +179,7 @@ class CohortCallback(tune.Callback):
         live = self.live
         members = cohort_members(trial.config)
         status = Trial.ERROR if cohort_error is not None else Trial.TERMINATED
-        statuses = _member_statuses(status, trial.last_result, len(members))
+        statuses = member_statuses(status, trial.last_result, len(members))
         reports = member_reports(trial.last_result) or [{} for _ in members]
         checkpoint = trial.checkpoint.path if trial.checkpoint is not None else None
         tries = attempts(live.audit_dir, trial.trial_id)
@@ -202,8 +195,8 @@ class CohortCallback(tune.Callback):
 def _tune_trial_id(result: tune.Result) -> str:
     if (result.metrics or {}).get("trial_id"):
         return str(result.metrics["trial_id"])
-    # Tune names trial directories "<trainable>_<trial id>_<index>_<params>_<time>", the id "<hex>_<5 digits>".
-    found = re.search(r"_([0-9a-f]+_\d{5})_", Path(result.path).name)
+    # Tune names trial directories "<trainable>_<trial id>_<index>_<params>_<time>" (ids "<hex>" or "<hex>_<5 digits>").
+    found = re.match(r"train_cohort_([0-9a-f]+(?:_\d{5})?)_\d+_", Path(result.path).name)
     return found.group(1) if found else Path(result.path).name
 
 
@@ -216,9 +209,7 @@ def cohort_outcomes(
         trial_id = _tune_trial_id(result)
         members = cohort_members(result.config or {})
         metrics = dict(result.metrics or {})
-        statuses = _member_statuses(
-            Trial.ERROR if result.error is not None else Trial.TERMINATED, metrics, len(members)
-        )
+        statuses = member_statuses(Trial.ERROR if result.error is not None else Trial.TERMINATED, metrics, len(members))
         reports = member_reports(metrics) or [{} for _ in members]
         checkpoint = result.checkpoint.path if result.checkpoint is not None else None
         cohort_error = error_summary(str(result.error)) if result.error is not None else None

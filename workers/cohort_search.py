@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from rdvae.cohort import cohort_key
-from workers.cohort_trainable import cohort_config, member_reports
+from workers.cohort_trainable import ERROR, TERMINATED, cohort_config, member_reports, member_statuses
 from workers.search import SearchSpaceFn, build_sampler, constraint_count, objective_metrics, warm_start_points
 from workers.spec import SweepSpec
 from workers.trainable import run_config
@@ -91,18 +91,16 @@ class CohortOptunaSearch(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         members = self.cohorts.get(trial_id, [])
-        reports = member_reports(result) or [{"status": "failed", "metrics": {}} for _ in members]
-        for (trial, _), report in zip(members, reports, strict=True):
+        reports = member_reports(result) or [{} for _ in members]
+        statuses = member_statuses(ERROR if error else TERMINATED, result, len(members))
+        for (trial, _), report, status in zip(members, reports, statuses, strict=True):
             if trial.number not in self.told:
-                self._tell(trial, report, crashed=error)
+                self._tell(trial, report.get("metrics") or {}, status)
 
-    def _tell(self, trial: optuna.Trial, report: dict[str, Any], crashed: bool) -> None:
-        metrics = report.get("metrics") or {}
-        completed = report.get("status") == "completed" and not (crashed and metrics.get("final") != 1)
-        failed = report.get("status") == "failed" or (crashed and not completed)
+    def _tell(self, trial: optuna.Trial, metrics: dict[str, Any], status: str) -> None:
         values = [metrics.get(metric) for metric in self.metrics]
         state = TrialState.COMPLETE
-        if failed:
+        if status == "failed":
             state = TrialState.FAIL
         elif not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             state = TrialState.PRUNED

@@ -31,6 +31,7 @@ from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, PER_EXAMPLE_FILE, _re
 MEMBERS_KEY = "members"  # config: JSON list of {"number": Optuna trial number, "params": sampled params}
 MEMBER_REPORTS = "member_reports"  # result: JSON list of {"status", "metrics", "error"}, one per member
 EPOCH_RECORDS = "epoch_records"  # result: JSON {member index: record} of the members evaluated this epoch
+ERROR, TERMINATED = "ERROR", "TERMINATED"  # Tune's trial statuses (ray.tune.experiment.Trial)
 
 
 def member_dir(index: int) -> str:
@@ -53,6 +54,21 @@ def member_reports(result: dict[str, Any] | None) -> list[dict[str, Any]] | None
     if not result or not isinstance(result.get(MEMBER_REPORTS), str):
         return None
     return json.loads(result[MEMBER_REPORTS])
+
+
+def member_statuses(trial_status: str, result: dict[str, Any] | None, size: int) -> list[str]:
+    """Each member's status from its cohort's Tune status and last result: a cohort that crashed fails its
+    unfinished members; one ended without its final report (cancelled) leaves them stopped, like a trial of its
+    own without its final report; a running cohort's unfinished members are running."""
+    reports = member_reports(result) or [{"status": "running"} for _ in range(size)]
+    final = bool(result) and result.get(FINAL_FLAG) == 1
+    statuses = []
+    for report in reports:
+        status = report["status"]
+        if status == "running" or (status != "failed" and not final and trial_status == ERROR):
+            status = {ERROR: "failed", TERMINATED: "stopped"}.get(trial_status, "running")
+        statuses.append(status)
+    return statuses
 
 
 class SuccessiveHalving:

@@ -16,11 +16,12 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 from pydantic import ValidationError
 from ray import cloudpickle
+from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from workers import SweepResult, SweepSpec, run_sweep
 from workers.cohort_search import CohortOptunaSearch, member_constraint_values
-from workers.cohort_trainable import MEMBER_REPORTS, MemberJudge, SuccessiveHalving, cohort_members
+from workers.cohort_trainable import MEMBER_REPORTS, MemberJudge, SuccessiveHalving, cohort_members, member_statuses
 from workers.search import constraint_count
 from workers.spec import EarlyStopping, SpecError, parse_spec
 from workers.stoppers import CollapseStopper
@@ -326,3 +327,22 @@ def test_members_are_judged_by_the_collapse_stoppers_rule_and_by_halving() -> No
     assert judge(2, {**collapsed, "rate": 3.0, "elbo": -40.0}) is False
     off = MemberJudge(SPEC, n_train=1000)  # neither rule asked for
     assert off(0, collapsed) is False and off.halving is None
+
+
+def test_member_statuses_follow_the_cohorts_end() -> None:
+    reports = [
+        {"status": "completed", "metrics": {"elbo": -1.0}},
+        {"status": "failed", "metrics": {}},
+        {"status": "stopped", "metrics": {"elbo": -2.0}},
+        {"status": "running", "metrics": {"elbo": -3.0}},
+    ]
+    final, epoch = {**_result(reports), "final": 1}, {**_result(reports), "final": 0}
+    assert member_statuses(Trial.TERMINATED, final, 4) == ["completed", "failed", "stopped", "stopped"]
+    # cancelled: no final report, the members that were still training count as stopped (censored)
+    assert member_statuses(Trial.TERMINATED, epoch, 4)[3] == "stopped"
+    # crashed (after its retries) before its final report: no member's result is final, all fail with the cohort;
+    # after it (a teardown error), the members keep how they ended
+    assert member_statuses(Trial.ERROR, epoch, 4) == ["failed"] * 4
+    assert member_statuses(Trial.ERROR, final, 4) == ["completed", "failed", "stopped", "failed"]
+    assert member_statuses(Trial.ERROR, None, 2) == ["failed", "failed"]
+    assert member_statuses(Trial.RUNNING, epoch, 4)[3] == "running"
