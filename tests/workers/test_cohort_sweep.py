@@ -207,15 +207,15 @@ def test_the_optuna_study_was_told_each_member_once(sweep: SweepResult) -> None:
         assert len(ot_trial.constraints) == constraint_count(SPEC)
 
 
-def _diverge_large_betas() -> None:
-    # Worker setup hook: members with beta > 2 train at a learning rate no spec allows, and diverge to NaN.
+def _diverge_middle_betas() -> None:
+    # Worker setup hook: members with 50 < beta < 100 train at a learning rate no spec allows, and diverge to NaN.
     import workers.cohort_trainable as trainable
 
     real = trainable.run_config
 
     def diverging(spec, params, device="cpu"):  # noqa: ANN001, ANN202 - the signature of run_config
         config = real(spec, params, device)
-        if float(params.get("beta", 0.0)) > 2.0:
+        if 50.0 < float(params.get("beta", 0.0)) < 100.0:
             return config.model_copy(update={"train": config.train.model_copy(update={"learning_rate": 1e30})})
         return config
 
@@ -223,41 +223,61 @@ def _diverge_large_betas() -> None:
 
 
 @pytest.mark.slow
-def test_a_diverging_member_fails_alone_inside_a_tune_cohort(
+def test_inside_a_tune_cohort_a_diverging_member_fails_and_a_collapsed_one_stops_alone(
     ray_cluster: str, mlflow_server: str, tmp_path: Path
 ) -> None:
-    spec = SPEC.model_copy(
-        update={
-            "name": "cohort-nan",
-            "n_trials": 2,
-            "cohort_size": 2,
-            "epochs": 1,
+    spec = SweepSpec.model_validate(
+        {
+            **SPEC.model_dump(),
+            "name": "cohort-alone",
+            "n_trials": 3,
+            "cohort_size": 3,
+            "epochs": 2,
             "sampler": "grid",
-            "grid_points": 2,
-            "search_space": SPEC.search_space.model_copy(update={"beta": {"low": 0.5, "high": 4.0}}),
+            "grid_points": 3,  # beta 0.5 (healthy), 70.7 (made to diverge), 1e4 (collapses in epoch 1)
+            "search_space": {"beta": {"low": 0.5, "high": 1e4}},
+            "early_stopping": {"stop_collapsed": True, "collapse_warmup_epochs": 1},
         }
     )
-    spec = SweepSpec.model_validate(spec.model_dump())
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(address=ray_cluster, runtime_env={"worker_process_setup_hook": _diverge_large_betas})
+    ray.init(address=ray_cluster, runtime_env={"worker_process_setup_hook": _diverge_middle_betas})
     try:
-        result = run_sweep(spec, sweep_id="cohort-nan", storage_root=tmp_path, tracking_uri=mlflow_server)
+        result = run_sweep(spec, sweep_id="cohort-alone", storage_root=tmp_path, tracking_uri=mlflow_server)
     finally:
         ray.shutdown()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    by_beta = {t.params["beta"]: t for t in result.trials}
-    assert sorted(by_beta) == [0.5, 4.0]
-    failed, healthy = by_beta[4.0], by_beta[0.5]
+    healthy, failed, collapsed = sorted(result.trials, key=lambda t: t.params["beta"])
+    assert len({t.trial_id.rsplit("-m", 1)[0] for t in result.trials}) == 1  # one Tune trial
     assert failed.status == "failed" and (failed.error or "").startswith("non-finite training loss at epoch 1")
     assert failed.feasible is False and failed.model_uri is None
-    assert healthy.status == "completed" and "iwae_ll" in healthy.metrics
+    assert collapsed.status == "stopped" and collapsed.epochs == 1 and collapsed.collapsed
+    assert "iwae_ll" not in collapsed.metrics and collapsed.model_uri is not None  # censored, like a stopped trial
+    assert healthy.status == "completed" and healthy.epochs == 2 and "iwae_ll" in healthy.metrics
+    assert result.selection.censored_trials == [collapsed.number]
     client = MlflowClient(mlflow_server)
-    assert client.get_run(failed.mlflow_run_id).info.status == "FAILED"
-    assert client.get_run(healthy.mlflow_run_id).info.status == "FINISHED"
+    runs = {t.params["beta"]: client.get_run(t.mlflow_run_id) for t in result.trials}
+    assert [runs[t.params["beta"]].info.status for t in (healthy, failed, collapsed)] == [
+        "FINISHED",
+        "FAILED",
+        "FINISHED",
+    ]
+    assert [runs[t.params["beta"]].data.tags["rdvae.status"] for t in (healthy, failed, collapsed)] == [
+        "completed",
+        "failed",
+        "stopped",
+    ]
     search = CohortOptunaSearch(spec)
     search.restore_from_dir(result.storage_path)
-    states = {t.params["beta"]: t.state for t in search.study.get_trials()}
-    assert states == {0.5: TrialState.COMPLETE, 4.0: TrialState.FAIL}
+    states = {t.number: t.state for t in search.study.get_trials()}
+    # as ConstrainedOptunaSearch tells a stopped trial: COMPLETE with its last epoch's values, infeasible
+    assert states == {
+        healthy.number: TrialState.COMPLETE,
+        failed.number: TrialState.FAIL,
+        collapsed.number: TrialState.COMPLETE,
+    }
+    stopped = next(t for t in search.study.get_trials() if t.number == collapsed.number)
+    assert stopped.values == [collapsed.metrics["elbo"], collapsed.metrics["active_units"]]
+    assert any(v > 0 for v in stopped.constraints.values())
 
 
 @pytest.mark.slow
