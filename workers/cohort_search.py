@@ -52,7 +52,9 @@ class CohortOptunaSearch(Searcher):
         self.metrics = objective_metrics(spec)[0]
         self.space = SearchSpaceFn(spec)
         self.study = optuna.create_study(
-            directions=[o.direction for o in spec.objectives], sampler=build_sampler(spec), study_name="rdvae"
+            directions=[o.direction for o in spec.objectives],
+            sampler=build_sampler(spec, batch=True),
+            study_name="rdvae",
         )
         for point in warm_start_points(spec):
             self.study.enqueue_trial(point)

@@ -366,3 +366,19 @@ def test_member_statuses_follow_the_cohorts_end() -> None:
     assert member_statuses(Trial.ERROR, final, 4) == ["completed", "failed", "stopped", "failed"]
     assert member_statuses(Trial.ERROR, None, 2) == ["failed", "failed"]
     assert member_statuses(Trial.RUNNING, epoch, 4)[3] == "running"
+
+
+def test_tpe_asks_its_batches_with_the_constant_liar_and_hears_every_member() -> None:
+    spec = SPEC.model_copy(update={"sampler": "tpe", "n_trials": 12, "cohort_size": 4})
+    search = CohortOptunaSearch(spec)
+    assert search.study.sampler._constant_liar is True  # a batch of K asks sees the K - 1 before it as pending
+    for index in range(3):
+        members = cohort_members(search.suggest(f"t{index}"))
+        assert len({m["params"]["beta"] for m in members}) == 4
+        reports = [
+            {"status": "completed", "metrics": _final(-100.0 - m["params"]["beta"]), "error": None} for m in members
+        ]
+        search.on_trial_complete(f"t{index}", _result(reports))
+    assert search.suggest("t3") == Searcher.FINISHED
+    trials = search.study.get_trials()
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
