@@ -116,6 +116,7 @@ def fit_cohort(
     data: DataSplits | None = None,
     resume_from: Path | None = None,
     checkpoint_dir: Path | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> CohortResult:
     """Train `configs` as one cohort. `callback(member, epoch, record)` after each of a member's evaluated epochs
     may return True to stop that member (its record is what `fit` hands its callback).
@@ -123,6 +124,8 @@ def fit_cohort(
     With `checkpoint_dir`, each evaluated member's checkpoint (`member-0003.pt`, the format of
     `rdvae.save_checkpoint`) is written before its callback and the cohort's (`cohort.pt`) after each evaluated
     epoch; `resume_from` (a `cohort.pt`) continues every member where it was, finished members kept as they ended.
+    `checkpoint_seconds` > 0 writes them at most that often (a large cohort's checkpoints cost more than its epoch),
+    and always when a member finishes: its own checkpoint and the cohort's.
     """
     configs = list(configs)
     check_cohort(configs)
@@ -140,6 +143,7 @@ def fit_cohort(
     if resume_from is not None:
         start_epoch = _resume(Path(resume_from), configs, cohort, members, splits)
     started = time.perf_counter()
+    last_written = -float("inf")
     eval_seconds = 0.0
     for epoch in range(start_epoch + 1, max(config.train.epochs for config in configs) + 1):
         if not cohort.rows:
@@ -147,6 +151,7 @@ def fit_cohort(
         losses = cohort.train_epoch(epoch).cpu()  # the epoch's one host sync
         finished: list[int] = []
         evaluated = False
+        due = checkpoint_dir is not None and time.perf_counter() - last_written >= checkpoint_seconds
         for row, member in enumerate(cohort.rows):
             config, result = configs[member], members[member]
             finite = torch.isfinite(losses[row])
@@ -170,11 +175,13 @@ def fit_cohort(
             record.update(held_out)
             record["train_seconds"] = time.perf_counter() - started
             result.history.append(record)
-            if checkpoint_dir is not None:
-                path = Path(checkpoint_dir) / member_checkpoint_name(member)
-                save_checkpoint(path, model, config, cohort.member_optimizer(row), epoch=epoch, step=cohort.step)
+            if due:
+                assert checkpoint_dir is not None
+                _write_member_checkpoint(Path(checkpoint_dir), member, cohort, row, epoch)
             stop = callback is not None and bool(callback(member, epoch, record))
             if stop or epoch == config.train.epochs:
+                if checkpoint_dir is not None and not due:  # a finishing member's checkpoint is its final state
+                    _write_member_checkpoint(Path(checkpoint_dir), member, cohort, row, epoch)
                 result.stopped_early = epoch < config.train.epochs
                 result.status = "stopped" if result.stopped_early else "completed"
                 finished.append(row)
@@ -184,8 +191,9 @@ def fit_cohort(
             eval_seconds += time.perf_counter() - finishing_started
         if finished:
             cohort.keep([row for row in range(len(cohort.rows)) if row not in finished])
-        if checkpoint_dir is not None and (evaluated or finished):
+        if checkpoint_dir is not None and ((evaluated and due) or finished):
             _write_cohort_checkpoint(Path(checkpoint_dir) / COHORT_CHECKPOINT, configs, cohort, members, epoch)
+            last_written = time.perf_counter()
     graph_reason = cohort.graph_reason if first.train.cuda_graph and reason is None else reason
     return CohortResult(
         members=members,
@@ -194,6 +202,12 @@ def fit_cohort(
         graphed=first.train.cuda_graph and graph_reason is None,
         graph_reason=graph_reason,
     )
+
+
+def _write_member_checkpoint(directory: Path, member: int, cohort: StackedCohort, row: int, epoch: int) -> None:
+    path = directory / member_checkpoint_name(member)
+    model, optimizer = cohort.member_model(row), cohort.member_optimizer(row)
+    save_checkpoint(path, model, cohort.configs[member], optimizer, epoch=epoch, step=cohort.step)
 
 
 def member_checkpoint_name(member: int) -> str:

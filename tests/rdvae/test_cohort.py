@@ -307,3 +307,25 @@ def test_a_graphed_cohort_trains_like_an_eager_one(make_run: Run, digits: DataSp
     assert graphed.graphed and graphed.graph_reason is None
     for first, second in zip(graphed.members, eager.members, strict=True):
         _assert_matches_fit(first.validation, second.validation)
+
+
+def test_checkpoint_seconds_writes_seldom_but_always_when_a_member_finishes(
+    make_run: Run, digits: DataSplits, tmp_path: Path
+) -> None:
+    configs = _mixed_members(make_run, epochs=4)[:2]
+    written: dict[int, list[int]] = {0: [], 1: []}
+
+    def watch(member: int, epoch: int, record: dict[str, float]) -> bool:
+        path = tmp_path / member_checkpoint_name(member)
+        if path.is_file():
+            written[member].append(int(torch.load(path, weights_only=True)["epoch"]))
+        return member == 1 and epoch == 2
+
+    result = fit_cohort(configs, callback=watch, data=digits, checkpoint_dir=tmp_path, checkpoint_seconds=1e9)
+    # The first epoch's checkpoints, then none until a member finishes: member 1 at 2, member 0 at 4.
+    assert written == {0: [1, 1, 1, 1], 1: [1, 1]}
+    assert torch.load(tmp_path / member_checkpoint_name(1), weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / member_checkpoint_name(0), weights_only=True)["epoch"] == 4
+    assert torch.load(tmp_path / COHORT_CHECKPOINT, weights_only=True)["epoch"] == 4
+    resumed = fit_cohort(configs, data=digits, resume_from=tmp_path / COHORT_CHECKPOINT)
+    assert [m.status for m in resumed.members] == [m.status for m in result.members] == ["completed", "stopped"]
