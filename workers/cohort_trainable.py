@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -21,8 +22,8 @@ import ray
 import torch
 from ray import tune
 
-from rdvae import DataSplits
-from rdvae.cohort import COHORT_CHECKPOINT, MemberResult, fit_cohort, member_checkpoint_name
+from rdvae import DataSplits, save_checkpoint
+from rdvae.cohort import COHORT_CHECKPOINT, MemberResult, fit_cohort
 from workers.budget import anneal_end_epoch
 from workers.spec import SweepSpec
 from workers.stoppers import collapsed_after_warmup
@@ -32,6 +33,9 @@ MEMBERS_KEY = "members"  # config: JSON list of {"number": Optuna trial number, 
 MEMBER_REPORTS = "member_reports"  # result: JSON list of {"status", "metrics", "error"}, one per member
 EPOCH_RECORDS = "epoch_records"  # result: JSON {member index: record} of the members evaluated this epoch
 ERROR, TERMINATED = "ERROR", "TERMINATED"  # Tune's trial statuses (ray.tune.experiment.Trial)
+# A cohort checkpoint holds K models and their Adam states (K = 128 MLP VAEs: ~0.5 GB), more than an epoch on a GPU
+# costs: written and handed to Tune at most this often (and when members finish); a resume repeats at most this.
+CHECKPOINT_SECONDS = 30.0
 
 
 def member_dir(index: int) -> str:
@@ -152,16 +156,43 @@ def _member_final(
     return {"status": "completed", "metrics": final, "error": None}
 
 
-def _write_member_dirs(checkpoint_dir: Path, members: list[MemberResult]) -> None:
+def _write_member_dirs(directory: Path, members: list[MemberResult]) -> None:
+    # The final weights in fit's checkpoint format (without optimiser state: the cohort checkpoint resumes).
     for index, member in enumerate(members):
-        source = checkpoint_dir / member_checkpoint_name(index)
-        if member.status == "failed" or not source.is_file():
+        if member.status == "failed" or not member.history:
             continue
-        folder = checkpoint_dir / member_dir(index)
+        folder = directory / member_dir(index)
         folder.mkdir(exist_ok=True)
-        shutil.copyfile(source, folder / CHECKPOINT_FILE)
+        save_checkpoint(folder / CHECKPOINT_FILE, member.model, member.config, epoch=int(member.history[-1]["epoch"]))
         if member.validation is not None:
             save_per_example(folder / PER_EXAMPLE_FILE, member.validation)
+
+
+class _ReportedCheckpoints:
+    """What a cohort hands Tune: the cohort checkpoint when fit_cohort rewrote it since the last report (at most
+    every CHECKPOINT_SECONDS), and at the end the member folders. Tune copies each into the sweep's storage, so a
+    fresh folder per report holds a hard link to the file, not the training folder itself."""
+
+    def __init__(self, workdir: Path, cohort_file: Path) -> None:
+        self.workdir, self.cohort_file = workdir, cohort_file
+        self.seen: int | None = cohort_file.stat().st_mtime_ns if cohort_file.is_file() else None
+        self.count = 0
+
+    def folder(self, members: list[MemberResult] | None = None) -> Path | None:
+        written = self.cohort_file.stat().st_mtime_ns if self.cohort_file.is_file() else None
+        if members is None and written == self.seen:
+            return None
+        self.seen, self.count = written, self.count + 1
+        folder = self.workdir / f"report-{self.count:06d}"
+        folder.mkdir()
+        if written is not None:
+            try:
+                os.link(self.cohort_file, folder / COHORT_CHECKPOINT)
+            except OSError:
+                shutil.copyfile(self.cohort_file, folder / COHORT_CHECKPOINT)
+        if members is not None:
+            _write_member_dirs(folder, members)
+        return folder
 
 
 def _resume_point(checkpoint_dir: Path) -> tuple[Path | None, int, list[list[dict[str, float]]]]:
@@ -189,9 +220,11 @@ def train_cohort(config: dict[str, Any], *, spec_json: str, data: DataSplits, au
     n_train = int(data.train.shape[0])
     anneal_end = anneal_end_epoch(spec, n_train)
     annealing_until = [anneal_end if m["params"].get("objective", "beta") == "capacity" else 0 for m in members]
-    checkpoint_dir = Path(tempfile.mkdtemp(prefix="rdvae-cohort-")) / "checkpoint"
+    workdir = Path(tempfile.mkdtemp(prefix="rdvae-cohort-"))
+    checkpoint_dir = workdir / "checkpoint"
     checkpoint_dir.mkdir()
     resume_from, resumed_epoch, histories = _resume_point(checkpoint_dir)
+    checkpoints = _ReportedCheckpoints(workdir, checkpoint_dir / COHORT_CHECKPOINT)
     _record_start(audit_dir, tune.get_context().get_trial_id(), resumed_epoch)
     judge = MemberJudge(spec, n_train)
     judge.replay(histories)
@@ -201,11 +234,16 @@ def train_cohort(config: dict[str, Any], *, spec_json: str, data: DataSplits, au
     ]
     pending: dict[int, dict[str, float]] = {}
 
-    def report(final: bool = False, **extra: float) -> None:
+    def report(members: list[MemberResult] | None = None, **extra: float) -> None:
+        final = members is not None
         result = {MEMBER_REPORTS: json.dumps(reports), EPOCH_RECORDS: json.dumps(pending), FINAL_FLAG: int(final)}
         epochs = [int(r["epoch"]) for r in pending.values()]
         result["epoch"] = spec.epochs if final else max(epochs, default=resumed_epoch)
-        tune.report({**result, **extra}, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        folder = checkpoints.folder(members)
+        checkpoint = None if folder is None else tune.Checkpoint.from_directory(folder)
+        tune.report({**result, **extra}, checkpoint=checkpoint)
+        if folder is not None and not final:
+            shutil.rmtree(folder, ignore_errors=True)  # Tune holds its copy
         pending.clear()
 
     def on_member_epoch(member: int, epoch: int, record: dict[str, float]) -> bool:
@@ -220,15 +258,19 @@ def train_cohort(config: dict[str, Any], *, spec_json: str, data: DataSplits, au
         return stop
 
     result = fit_cohort(
-        configs, callback=on_member_epoch, data=data, resume_from=resume_from, checkpoint_dir=checkpoint_dir
+        configs,
+        callback=on_member_epoch,
+        data=data,
+        resume_from=resume_from,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_seconds=CHECKPOINT_SECONDS,
     )
     if pending:
         report()
     for index, member in enumerate(result.members):
         reports[index] = _member_final(spec, member, annealing_until[index], reports[index])
-    _write_member_dirs(checkpoint_dir, result.members)
     report(
-        final=True,
+        result.members,
         train_seconds=result.train_seconds,
         trial_seconds=time.perf_counter() - started,
         on_gpu=float(device == "cuda"),
