@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m service.demo
+	$(BIN)/python -m service.stack.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

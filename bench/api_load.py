@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from fastapi import Body, FastAPI
 
-from service.embedded import free_port, http_ok, wait_ready
+from service.stack.embedded import free_port, http_ok, wait_ready
 
 TOKEN = "bench-token-0123456789"
 SPEC = {
@@ -40,7 +40,7 @@ SPEC = {
 
 def service_app() -> FastAPI:
     """The real service, runner off: POST measures validation + quota checks + the durable enqueue only."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     return create_app(Settings(), start_runner=False)

@@ -1,7 +1,9 @@
 """rdvae: rate-distortion VAEs — data, models, objectives, held-out metrics and a fast trainer."""
 
 from rdvae.cohort import CohortResult, MemberResult, check_cohort, fit_cohort, split_into_cohorts
-from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path
+from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path, synthetic_counts
+from rdvae.datacheck import DatasetInfo, inspect_dataset
+from rdvae.datafiles import DataError
 from rdvae.evaluate import HeldOutMetrics, evaluate, iwae_log_likelihood
 from rdvae.metrics import (
     active_units,
@@ -33,6 +35,8 @@ __all__ = [
     "CohortResult",
     "VAE",
     "DataConfig",
+    "DataError",
+    "DatasetInfo",
     "DataSplits",
     "FitResult",
     "HeldOutMetrics",
@@ -53,6 +57,7 @@ __all__ = [
     "fit_cohort",
     "gaussian_kl",
     "is_collapsed",
+    "inspect_dataset",
     "iwae_log_likelihood",
     "kl_per_dim",
     "load_checkpoint",
@@ -64,5 +69,6 @@ __all__ = [
     "resolve_user_path",
     "save_checkpoint",
     "split_into_cohorts",
+    "synthetic_counts",
     "training_loss",
 ]

@@ -34,7 +34,10 @@ class StackedCohort:
         models = []
         for config in configs:
             torch.manual_seed(config.train.seed)
-            models.append(build_model(config.model, splits.input_dim, splits.image_shape).to(device))
+            model = build_model(config.model, splits.input_dim, splits.image_shape).to(device)
+            if config.model.standardize:  # as `fit`: the training split's per-feature mean and scale, as buffers
+                model.likelihood.fit_standardization(splits.train)
+            models.append(model)
         self.template: VAE = models[0]
         params, buffers = stack_module_state(models)
         # Each member's parameters are one row of a flat [K, P] tensor; `layout` cuts a row back into tensors.

@@ -8,12 +8,14 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, get_args
 
 from pydantic import BaseModel, ValidationError
 
 from rdvae.data import DATASETS, DataConfig
+from rdvae.datafiles import DataError
 from rdvae.evaluate import HeldOutMetrics
+from rdvae.likelihoods import Likelihood
 from rdvae.models import ModelConfig
 from rdvae.objectives import ObjectiveConfig
 from rdvae.train import FitResult, RunConfig, TrainConfig, TrainingDivergedError, fit
@@ -26,9 +28,11 @@ OPTION_OF_FIELD = {
     ("data", "name"): "--dataset",
     ("data", "path"): "--data-path",
     ("data", "binarization"): "--binarization",
+    ("data", "key"): "--data-key",
     ("model", "encoder"): "--encoder",
     ("model", "decoder"): "--decoder",
     ("model", "likelihood"): "--likelihood",
+    ("model", "standardize"): "--standardize",
     ("model", "latent_dim"): "--latent-dim",
     ("model", "hidden_dims"): "--hidden",
     ("objective", "kind"): "--objective",
@@ -80,12 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(subparser=train)
     data = train.add_argument_group("data")
     data.add_argument("--dataset", choices=[*DATASETS, "file"], help="registered data set, or `file` (default: digits)")
-    data.add_argument("--data-path", help="a .npy/.npz under $RDVAE_DATA_ROOT (implies --dataset file)")
-    data.add_argument("--binarization", choices=["static", "dynamic", "none"], default="static")
+    data.add_argument("--data-path", help="a .npy/.npz/.h5ad under $RDVAE_DATA_ROOT (implies --dataset file)")
+    data.add_argument("--data-key", help="the array of a .npz (default: x) or the layer of a .h5ad (default: X)")
+    data.add_argument(
+        "--binarization",
+        choices=["static", "dynamic", "none"],
+        help="default: static for mnist5k, digits and synthetic; none for files and synthetic_counts",
+    )
     model = train.add_argument_group("model")
     model.add_argument("--encoder", choices=["mlp", "conv"], default="mlp")
     model.add_argument("--decoder", choices=["mlp", "conv", "made"], default="mlp")
-    model.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
+    model.add_argument("--likelihood", choices=list(get_args(Likelihood)), default="bernoulli")
+    model.add_argument("--standardize", action="store_true", help="gaussian: standardise each feature (stored)")
     model.add_argument("--latent-dim", type=positive_int, default=16)
     model.add_argument("--hidden", type=positive_int, nargs="+", default=[200, 200], metavar="WIDTH")
     objective = train.add_argument_group("objective")
@@ -133,12 +143,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     data = {
         "name": args.dataset or ("file" if args.data_path else "digits"),
         "path": args.data_path,
+        "key": args.data_key,
         "binarization": args.binarization,
     }
     model = {
         "encoder": args.encoder,
         "decoder": args.decoder,
         "likelihood": args.likelihood,
+        "standardize": args.standardize,
         "latent_dim": args.latent_dim,
         "hidden_dims": tuple(args.hidden),
     }
@@ -190,6 +202,15 @@ def validation_messages(section: str, error: ValidationError) -> list[str]:
     return lines
 
 
+def data_error_message(error: DataError) -> str:
+    """`argument --likelihood (model.likelihood): ...` for a data set refused for a field of the config."""
+    section, _, name = error.field.partition(".")
+    location = ("data" if section == "dataset" else section, name)
+    option = OPTION_OF_FIELD.get(location)
+    field = ".".join(location)
+    return f"argument {option} ({field}): {error.reason}" if option else f"{field}: {error.reason}"
+
+
 class ProgressBar:
     """`epoch 3/20 [=====     ] elbo -25.3 rate 3.1` on a stream; redrawn in place on a terminal."""
 
@@ -216,7 +237,8 @@ ROWS: list[tuple[str, Callable[[HeldOutMetrics], str]]] = [
     ("distortion D (nats)", lambda m: f"{m.distortion:.3f}"),
     ("IWAE NLL (nats)", lambda m: "-" if m.iwae_ll is None else f"{-m.iwae_ll:.3f} (k={m.iwae_samples})"),
     ("active units", lambda m: str(m.active_units)),
-    ("ELBO ± SE (nats)", lambda m: f"{m.elbo:.3f} ± {m.elbo_se:.3f} (k={m.elbo_samples})"),
+    ("ELBO (nats)", lambda m: f"{m.elbo:.3f}"),
+    ("ELBO std. error (nats)", lambda m: f"{m.elbo_se:.3f}"),
     ("mutual info I(x;z)", lambda m: f">= {m.mutual_info:.3f} (saturated)" if m.mutual_info_saturated
                                      else f"{m.mutual_info:.3f}"),  # fmt: skip
     ("marginal KL", lambda m: "- (MI saturated)" if m.marginal_kl is None else f"{m.marginal_kl:.3f}"),
@@ -275,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDivergedError as error:
         print(f"rdvae train: diverged: {error}", file=sys.stderr)
         return EXIT_DIVERGED
+    except DataError as error:  # the data set against the model: name the option to change
+        return _usage_error(train_parser, [data_error_message(error)])
     except (ValueError, FileNotFoundError) as error:  # bad data file, device or checkpoint: named where raised
         return _usage_error(train_parser, [str(error)])
     print(_report(result, args.json, args.checkpoint))

@@ -23,9 +23,17 @@ import torch
 from rdvae._cohort_program import StackedCohort
 from rdvae._graphs import graph_unavailable_reason
 from rdvae.data import DataSplits, load_data
+from rdvae.datacheck import check_splits
 from rdvae.evaluate import HeldOutMetrics, PerExample, evaluate
 from rdvae.models import build_model
-from rdvae.train import FitResult, RunConfig, check_splits, divergence_message, resolve_device, save_checkpoint
+from rdvae.train import (
+    FitResult,
+    RunConfig,
+    check_split_sizes,
+    divergence_message,
+    resolve_device,
+    save_checkpoint,
+)
 
 logger = logging.getLogger("rdvae")
 
@@ -131,7 +139,9 @@ def fit_cohort(
     check_cohort(configs)
     first = configs[0]
     device = resolve_device(first.train.device)
-    splits = check_splits((data or load_data(first.data)).to(device))
+    splits = data or load_data(first.data)
+    check_splits(splits, first.model)
+    splits = check_split_sizes(splits.to(device))
     reason = graph_unavailable_reason(device) if first.train.cuda_graph else None
     if reason is not None:
         logger.warning("train.cuda_graph: %s; the cohort trains eagerly", reason)

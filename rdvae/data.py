@@ -3,36 +3,59 @@
 from __future__ import annotations
 
 import gzip
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Binarization = Literal["static", "dynamic", "none"]
+from rdvae.datafiles import DataError, read_array, resolve_user_path, shown
 
-DATA_ROOT_ENV = "RDVAE_DATA_ROOT"
+Binarization = Literal["static", "dynamic", "none"]
+# Built-in sets of grey levels in [0, 1], binarised (static) unless the config says otherwise; every other data set,
+# user files included, is used as it is unless binarisation is asked for.
+GREY_LEVEL_SETS = ("mnist5k", "digits", "synthetic")
 
 
 class DataConfig(BaseModel):
-    """Which data set, how it is split and how it is binarised."""
+    """Which data set, how it is split and how it is binarised; `file` data follow rdvae.datafiles' contract."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("digits", description="Registered data set (`mnist5k`, `digits`, `synthetic`) or `file`.")
-    path: str | None = Field(None, description="For `file`: a .npy/.npz path relative to the data root.")
+    name: str = Field(
+        "digits",
+        description="Registered data set (`mnist5k`, `digits`, `synthetic`, `synthetic_counts`) or `file`.",
+    )
+    path: str | None = Field(
+        None, description="For `file`: a .npy, .npz or .h5ad (AnnData) path relative to the data root."
+    )
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="For `file`: the array of a .npz (default `x`) or the layer of a .h5ad (default: `X`).",
+    )
     binarization: Binarization = Field(
-        "static", description="`static`: Bernoulli sample fixed by seed; `dynamic`: resampled every epoch."
+        "none",
+        description="`static`: Bernoulli sample fixed by seed; `dynamic`: resampled every epoch; `none`. Default: "
+        "`static` for the grey-level sets mnist5k, digits and synthetic, `none` for everything else (user files).",
     )
     split_seed: int = Field(0, ge=0, description="Seed of the train/validation/test permutation and binarisation.")
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     synthetic_examples: int = Field(2000, ge=100, le=200_000, description="`synthetic`: number of examples.")
     synthetic_latent_dim: int = Field(2, ge=1, le=32, description="`synthetic`: true latent dimensionality.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_binarization(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("binarization") is None:
+            name = values.get("name", "digits")
+            return {**values, "binarization": "static" if name in GREY_LEVEL_SETS else "none"}
+        return values
 
     @field_validator("name")
     @classmethod
@@ -47,12 +70,14 @@ class DataConfig(BaseModel):
             raise ValueError("dataset 'file' needs `path` (a .npy/.npz file under the data root)")
         if self.name != "file" and self.path:
             raise ValueError(f"`path` is only for dataset 'file', not {self.name!r}")
+        if self.name != "file" and self.key:
+            raise ValueError(f"`key` is only for dataset 'file', not {self.name!r}")
         return self
 
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Fixed splits as float tensors in [0, 1], flattened to [N, D]; `image_shape` restores [C, H, W]."""
+    """Fixed splits as float32 tensors flattened to [N, D]; `image_shape` restores [C, H, W] (or is [D])."""
 
     train: torch.Tensor
     validation: torch.Tensor
@@ -97,69 +122,68 @@ def _load_synthetic(config: DataConfig) -> tuple[np.ndarray, tuple[int, ...]]:
     return probs.astype(np.float32), (1, 8, 8)
 
 
+SYNTHETIC_COUNT_FEATURES = 50
+SYNTHETIC_COUNT_THETA = 4.0
+
+
+def synthetic_counts(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Counts from a known negative-binomial model with a `synthetic_latent_dim`-dimensional latent structure.
+
+    z ~ N(0, I), proportions rho = softmax(W z + b) over 50 features, library size l ~ LogNormal(log 300, 0.3),
+    x ~ NB(mean l * rho, inverse dispersion 4) (as a Gamma-Poisson mixture). Returns (counts [N, 50] float32,
+    true means l * rho [N, 50]), in the same order."""
+    generator = np.random.default_rng(20_000 + config.split_seed)
+    n, k = config.synthetic_examples, config.synthetic_latent_dim
+    latent = generator.standard_normal((n, k))
+    weights = 1.5 * generator.standard_normal((k, SYNTHETIC_COUNT_FEATURES))
+    bias = generator.standard_normal(SYNTHETIC_COUNT_FEATURES)
+    logits = latent @ weights + bias
+    proportions = np.exp(logits - logits.max(axis=1, keepdims=True))
+    proportions /= proportions.sum(axis=1, keepdims=True)
+    library = np.exp(generator.normal(np.log(300.0), 0.3, size=(n, 1)))
+    mean = library * proportions
+    rates = generator.gamma(SYNTHETIC_COUNT_THETA, mean / SYNTHETIC_COUNT_THETA)
+    return generator.poisson(rates).astype(np.float32), mean
+
+
+def _load_synthetic_counts(config: DataConfig) -> tuple[np.ndarray, tuple[int, ...]]:
+    return synthetic_counts(config)[0], (SYNTHETIC_COUNT_FEATURES,)
+
+
 DATASETS: dict[str, Callable[[DataConfig], tuple[np.ndarray, tuple[int, ...]]]] = {
     "mnist5k": _load_mnist5k,
     "digits": _load_digits,
     "synthetic": _load_synthetic,
+    "synthetic_counts": _load_synthetic_counts,
 }
 
 
-def data_root() -> Path:
-    """The directory user data paths must resolve inside (`RDVAE_DATA_ROOT`, default `./data`)."""
-    return Path(os.environ.get(DATA_ROOT_ENV, "data")).resolve()
-
-
-def resolve_user_path(path: str, root: Path | None = None) -> Path:
-    """Resolve `path` (relative to `root`) and refuse anything that escapes the root, symlinks included."""
-    root = (root or data_root()).resolve()
-    candidate = Path(path)
-    if ".." in candidate.parts:
-        raise ValueError(f"data path {path!r}: '..' is not allowed")
-    full = candidate if candidate.is_absolute() else root / candidate
-    resolved = full.resolve()
-    if not resolved.is_relative_to(root):
-        raise ValueError(f"data path {path!r} resolves to {resolved}, outside the data root {root}")
-    if full.suffix not in (".npy", ".npz") or resolved.suffix != full.suffix:
-        raise ValueError(f"data path {path!r}: expected a .npy or .npz file")
-    if not resolved.is_file():
-        raise ValueError(f"data path {path!r}: no such file under the data root {root}")
-    return resolved
-
-
 def _load_file(config: DataConfig, root: Path | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The file's array as float32 [N, D] and its image shape; see rdvae.datafiles for the contract."""
     path = resolve_user_path(str(config.path), root)
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                if not archive.files:
-                    raise ValueError(f"data file {path.name}: the .npz archive holds no array")
-                key = "x" if "x" in archive.files else archive.files[0]
-                array = archive[key]
-        else:
-            array = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as error:
-        # numpy raises ValueError for truncated files and for pickled (object) data, refused here.
-        raise ValueError(f"data file {path.name}: not a readable numpy array file ({error})") from error
-    return _validated(array, path.name)
+    array, header = read_array(path, shown(str(config.path)), config.key)
+    return array.reshape(array.shape[0], -1).astype(np.float32), header.image_shape
 
 
-def _validated(array: np.ndarray, name: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    if array.ndim < 2 or array.ndim > 4:
-        raise ValueError(f"data file {name}: expected shape [N, D], [N, H, W] or [N, C, H, W], got {array.shape}")
-    if array.shape[0] == 0 or array[0].size == 0:
-        raise ValueError(f"data file {name}: empty array of shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise ValueError(f"data file {name}: expected real numbers, got dtype {array.dtype}")
-    values = array.astype(np.float32)
-    if not np.isfinite(values).all():
-        raise ValueError(f"data file {name}: contains NaN or inf")
-    if values.min() < 0.0 or values.max() > 1.0:
-        raise ValueError(f"data file {name}: values must lie in [0, 1], found [{values.min():.4g}, {values.max():.4g}]")
-    if values.shape[0] < 10:
-        raise ValueError(f"data file {name}: {values.shape[0]} examples are too few to split (need >= 10)")
-    shape = tuple(int(s) for s in values.shape[1:])
-    image_shape = (1, *shape) if len(shape) == 2 else shape
-    return values.reshape(values.shape[0], -1), image_shape
+def load_raw(config: DataConfig, root: Path | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The data set's values as float32 [N, D] in file order (no split, no binarisation) and its image shape."""
+    if config.name == "file":
+        return _load_file(config, root)
+    return DATASETS[config.name](config)
+
+
+def check_binarizable(values: np.ndarray, config: DataConfig) -> None:
+    """NaN/inf are refused; binarisation samples Bernoulli(x), so it needs x in [0, 1]."""
+    name = shown(str(config.path)) if config.name == "file" else repr(config.name)
+    non_finite = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    if non_finite:
+        raise DataError("dataset.path", f"data file {name}: contains NaN or inf ({non_finite} values)")
+    if config.binarization != "none" and (values.min() < 0.0 or values.max() > 1.0):
+        raise DataError(
+            "dataset.binarization",
+            f"{config.binarization} binarisation samples Bernoulli(x): values must lie in [0, 1], data set {name} "
+            f"has [{values.min():.4g}, {values.max():.4g}]; use binarization 'none'",
+        )
 
 
 BUILT_IN_EXAMPLES = {"mnist5k": 5000, "digits": 1797}
@@ -187,10 +211,8 @@ def split_sizes(config: DataConfig, examples: int) -> tuple[int, int, int]:
 
 def load_data(config: DataConfig, root: Path | None = None) -> DataSplits:
     """Load, shuffle with `split_seed`, split and (statically) binarise the configured data set."""
-    if config.name == "file":
-        values, image_shape = _load_file(config, root)
-    else:
-        values, image_shape = DATASETS[config.name](config)
+    values, image_shape = load_raw(config, root)
+    check_binarizable(values, config)
     generator = np.random.default_rng(config.split_seed)
     values = values[generator.permutation(values.shape[0])]
     if config.binarization == "static":

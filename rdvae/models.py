@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -11,8 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rdvae._made import MadeDecoder
-
-LOG_2PI = math.log(2.0 * math.pi)
+from rdvae.likelihoods import Likelihood, LikelihoodHead
 
 
 class ModelConfig(BaseModel):
@@ -24,9 +22,19 @@ class ModelConfig(BaseModel):
     decoder: Literal["mlp", "conv", "made"] = Field(
         "mlp", description="`made`: autoregressive masked MLP conditioned on z (the 'powerful' decoder)."
     )
-    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    likelihood: Likelihood = Field(
+        "bernoulli",
+        description="p(x|z): `bernoulli` (x in {0, 1}), `gaussian` (any real x), `poisson`, `nb` (negative "
+        "binomial) or `zinb` (zero-inflated NB) for non-negative integer counts, with the observed library size "
+        "as in scVI. See rdvae.likelihoods.",
+    )
     gaussian_variance: Literal["fixed", "learned"] = "fixed"
     gaussian_std: float = Field(0.1, gt=0.0, description="Standard deviation of a fixed-variance Gaussian decoder.")
+    standardize: bool = Field(
+        False,
+        description="`gaussian` only: standardise each feature with the training split's mean and std; the "
+        "statistics are stored with the model, which reports D and reconstructions in the data's own units.",
+    )
     latent_dim: int = Field(16, ge=1, le=512)
     hidden_dims: tuple[int, ...] = Field((200, 200), min_length=1, max_length=6)
     activation: Literal["tanh", "relu"] = "tanh"
@@ -35,6 +43,8 @@ class ModelConfig(BaseModel):
     def _compatible(self) -> ModelConfig:
         if self.decoder == "made" and self.likelihood != "bernoulli":
             raise ValueError("decoder 'made' models binary pixels: it needs likelihood 'bernoulli'")
+        if self.standardize and self.likelihood != "gaussian":
+            raise ValueError(f"standardize applies to likelihood 'gaussian' only, not {self.likelihood!r}")
         if any(width < 1 or width > 8192 for width in self.hidden_dims):
             raise ValueError(f"hidden_dims must lie in [1, 8192], got {list(self.hidden_dims)}")
         return self
@@ -109,18 +119,20 @@ class VAE(nn.Module):
             self.encoder: nn.Module = _mlp([input_dim, *hidden, 2 * latent], config.activation)
         else:
             self.encoder = _ConvEncoder(self.image_shape, 2 * latent)
-        learned_var = config.likelihood == "gaussian" and config.gaussian_variance == "learned"
-        out_dim = input_dim * (2 if learned_var else 1)
+        self.likelihood = LikelihoodHead(
+            config.likelihood, input_dim, config.gaussian_variance, config.gaussian_std, config.standardize
+        )
+        channels = self.likelihood.channels
         if config.decoder == "mlp":
-            self.decoder: nn.Module = _mlp([latent, *hidden[::-1], out_dim], config.activation)
+            self.decoder: nn.Module = _mlp([latent, *hidden[::-1], input_dim * channels], config.activation)
         elif config.decoder == "conv":
-            self.decoder = _ConvDecoder(latent, self.image_shape, self.image_shape[0] * (2 if learned_var else 1))
+            self.decoder = _ConvDecoder(latent, self.image_shape, self.image_shape[0] * channels)
         else:
             self.decoder = MadeDecoder(input_dim, latent, hidden, config.activation)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B, D] -> (mu: [B, Z], logvar: [B, Z])."""
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        mu, logvar = self.encoder(self.likelihood.encoder_input(x)).chunk(2, dim=-1)
         return mu, logvar.clamp(-16.0, 10.0)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -128,28 +140,16 @@ class VAE(nn.Module):
         if self.config.decoder == "made":
             logits = self.decoder(x, z)
             return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-        out = self.decoder(z)
-        if self.config.likelihood == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
-        if self.config.gaussian_variance == "learned":
-            mean, log_var = _split_channels(out, self.input_dim, self.config.decoder == "conv", self.image_shape)
-            log_var = log_var.clamp(-10.0, 5.0)
-        else:
-            mean = out
-            log_var = torch.full_like(mean, 2.0 * math.log(self.config.gaussian_std))
-        return -0.5 * (LOG_2PI + log_var + (x - mean).pow(2) / log_var.exp()).sum(-1)
+        return self.likelihood.log_prob(x, self.decoder(z))
 
     @torch.no_grad()
-    def reconstruct_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder mean for factorised decoders; greedy autoregressive mean for MADE. z: [B, Z] -> [B, D]."""
+    def reconstruct_mean(self, z: torch.Tensor, library: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder mean in the data's units (greedy autoregressive mean for MADE). z: [B, Z] -> [B, D].
+
+        Count likelihoods scale their proportions by `library: [B]` (observed library sizes) when given."""
         if self.config.decoder == "made":
             return self.decoder.sample(z, greedy=True)
-        out = self.decoder(z)
-        if self.config.likelihood == "bernoulli":
-            return torch.sigmoid(out)
-        if self.config.gaussian_variance == "learned":
-            return _split_channels(out, self.input_dim, self.config.decoder == "conv", self.image_shape)[0]
-        return out
+        return self.likelihood.mean(self.decoder(z), library)
 
     def forward(
         self, x: torch.Tensor, noise: torch.Tensor | None = None
@@ -160,15 +160,6 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = mu + (torch.randn_like(mu) if noise is None else noise) * (0.5 * logvar).exp()
         return self.log_likelihood(x, z), mu, logvar
-
-
-def _split_channels(
-    out: torch.Tensor, input_dim: int, conv: bool, image_shape: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if conv:
-        grid = out.view(out.shape[0], 2 * image_shape[0], -1)
-        return grid[:, : image_shape[0]].flatten(1), grid[:, image_shape[0] :].flatten(1)
-    return out[:, :input_dim], out[:, input_dim:]
 
 
 def build_model(config: ModelConfig, input_dim: int, image_shape: tuple[int, ...]) -> VAE:

@@ -9,7 +9,7 @@ from rdvae.models import VAE
 
 
 class PosteriorMean(nn.Module):
-    """x: [B, D] in [0, 1] -> E_q[z|x] = mu(x): [B, Z]; the full model stays reachable as `.vae`.
+    """x: [B, D] (as trained on: bits, reals, counts) -> E_q[z|x] = mu(x): [B, Z]; the full model is `.vae`.
 
     `VAE.forward` returns a (log p(x|z), mu, logvar) tuple for training; model servers (MLflow pyfunc) need
     a single output tensor, and the latent code is what downstream users ask a VAE for.
@@ -20,4 +20,7 @@ class PosteriorMean(nn.Module):
         self.vae = vae
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(x)[0]
+        # Servers hand over what clients send (numpy's default is float64): cast, and refuse a wrong shape in one line.
+        if x.dim() != 2 or x.shape[1] != self.vae.input_dim:
+            raise ValueError(f"expected inputs of shape [N, {self.vae.input_dim}], got {list(x.shape)}")
+        return self.vae.encode(x.to(next(self.vae.parameters()).dtype))[0]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rdvae._graphs import GraphedStep, graph_unavailable_reason
 from rdvae.data import DataConfig, DataSplits, binarize, load_data
+from rdvae.datacheck import check_splits
 from rdvae.evaluate import HeldOutMetrics, evaluate
 from rdvae.metrics import COLLAPSE_RATE_THRESHOLD, gaussian_kl
 from rdvae.models import VAE, ModelConfig, build_model
@@ -112,8 +113,12 @@ def fit(
     """
     device = resolve_device(config.train.device)
     torch.manual_seed(config.train.seed)
-    splits = check_splits((data or load_data(config.data)).to(device))
+    splits = data or load_data(config.data)
+    check_splits(splits, config.model)
+    splits = check_split_sizes(splits.to(device))
     model = build_model(config.model, splits.input_dim, splits.image_shape).to(device)
+    if config.model.standardize:  # stored as buffers: saved, restored and undone by the model itself
+        model.likelihood.fit_standardization(splits.train)
     # The fused kernel does the same Adam update in one pass over all parameters instead of ~10 ops per tensor.
     fused = device.type in ("cpu", "cuda")
     graphed = config.train.cuda_graph and device.type == "cuda"
@@ -234,7 +239,7 @@ def _graphed_fit_step(
     return run
 
 
-def check_splits(splits: DataSplits) -> DataSplits:
+def check_split_sizes(splits: DataSplits) -> DataSplits:
     """`splits` when they can train and evaluate a model, else a ValueError naming the sizes."""
     if splits.train.shape[0] < 1 or splits.validation.shape[0] < 2 or splits.test.shape[0] < 2:
         raise ValueError(

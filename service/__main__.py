@@ -1,4 +1,4 @@
-"""`python -m service`: serve `service.app:app` with uvicorn on RDVAE_HOST:RDVAE_PORT."""
+"""`python -m service`: serve `service.api.app:app` with uvicorn on RDVAE_HOST:RDVAE_PORT."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from service.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    uvicorn.run("service.app:app", host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run("service.api.app:app", host=settings.host, port=settings.port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class Quota(BaseModel):
     max_trials_per_sweep: int | None = Field(None, ge=1)
     max_epochs: int | None = Field(None, ge=1)
     max_active_sweeps_per_token: int | None = Field(None, ge=1)
+    max_schedules_per_token: int | None = Field(None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -37,11 +38,22 @@ class Settings(BaseSettings):
         description="Default: sqlite:///<state_dir>/mlflow.db (a local store).",
     )
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated tokens.")
+    admin_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated tokens that may act on every owner's sweeps and schedules."
+    )
+    max_schedules_per_token: int = Field(10, ge=1, description="Schedules one token may own (429 beyond).")
+    trial_start_timeout_s: float = Field(
+        600.0, gt=0.0, description="A running sweep that starts no trial within this many seconds is failed."
+    )
+    cluster_cpus: float | None = Field(None, gt=0.0, description="CPUs a trial may ask for at most; default: Ray's.")
+    cluster_gpus: float | None = Field(None, ge=0.0, description="GPUs a trial may ask for at most; default: Ray's.")
     open_reads: bool = Field(True, description="GET endpoints without a token; false: reads need a token too.")
     insecure: bool = Field(False, description="Allow a non-loopback bind with no token configured.")
     host: str = Field("127.0.0.1", description="Bind host used by `python -m service`.")
     port: int = Field(8000, ge=1, le=65535)
-    max_running_sweeps: int = Field(1, ge=1, le=256, description="Sweeps run at once; the rest wait in a FIFO queue.")
+    max_running_sweeps: int = Field(
+        1, ge=1, le=256, description="Sweeps run at once; the rest wait, started round-robin by owner."
+    )
     max_queued_sweeps: int = Field(1000, ge=1, description="Queue length beyond which submissions get 429.")
     max_trials_per_sweep: int = Field(200, ge=1, description="Per-token quota on `n_trials` (422 beyond).")
     max_epochs: int = Field(200, ge=1, description="Per-token quota on `epochs` (422 beyond).")
@@ -55,12 +67,17 @@ class Settings(BaseSettings):
     max_launches: int = Field(3, ge=1, le=100, description="Driver launches per sweep (resumes after crashes).")
     driver_command: str | None = Field(None, description="Override of `python -m workers` (tests, containers).")
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "admin_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
         return value
+
+    @property
+    def all_tokens(self) -> list[str]:
+        """Every accepted token, admin tokens included."""
+        return [*self.api_tokens, *self.admin_tokens]
 
     def quota(self, owner: str, name: str) -> int:
         """The limit `name` for `owner`: its override in `token_quotas`, else the default setting."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # The service's own helpers: a free loopback port, and SIGTERM-then-SIGKILL of a child's process group only
-from service.embedded import free_port, http_ok, ray_ready, stop_group, wait_ready
+from service.stack.embedded import free_port, http_ok, ray_ready, stop_group, wait_ready
 
 stop_process = stop_group  # the name the test modules import
 

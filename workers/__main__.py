@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from workers.datasets import checked_or_spec_error
 from workers.results import SweepProgress
 from workers.spec import SpecError, check_sweep_id, load_spec
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec)
         check_sweep_id(args.sweep_id)
+        checked_or_spec_error(spec)  # the data set against the model: shape, size, values, before Ray starts
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID

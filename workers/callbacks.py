@@ -15,6 +15,7 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 
+from workers.live_trials import live_outcomes, trial_number
 from workers.results import SweepProgress
 from workers.spec import SweepSpec
 from workers.tracking import SweepTracker
@@ -74,6 +75,7 @@ def progress(live: LiveSweep, trials: list[Trial], starting: Trial | None = None
         sweep_id=live.sweep_id,
         mlflow_parent_run_id=live.tracker.parent_run_id,
         mlflow_experiment_id=live.tracker.experiment_id,
+        trials=live_outcomes(trials),
     )
 
 
@@ -92,7 +94,7 @@ class SweepCallback(tune.Callback):
             self.live.on_progress(progress(self.live, trials, starting))
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.live.tracker.child_run(trial.trial_id, trial_params(trial))
+        self.live.tracker.child_run(trial.trial_id, trial_params(trial), trial_number(trial.trial_id, trial.path))
         self._emit(trials, starting=trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:

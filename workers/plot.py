@@ -125,32 +125,20 @@ def _slope_angle(axes: plt.Axes) -> float:
 
 
 def _fronts(axes: plt.Axes, evaluated: list[TrialOutcome], selection: Selection) -> None:
-    front = sorted(selection.front, key=lambda t: t.metrics["rate"])
-    if front:
-        names = "objective-space Pareto front (feasible trials)"
-        axes.plot(
-            [t.metrics["rate"] for t in front],
-            [t.metrics["distortion"] for t in front],
-            "-",
-            c="tab:green",
-            lw=1.2,
-            alpha=0.7,
-            zorder=2,
-            label=names,
-        )
     by_number = {t.number: t for t in evaluated}
-    optimal = sorted((by_number[n] for n in selection.rd_frontier if n in by_number), key=lambda t: t.metrics["rate"])
-    if optimal:
-        axes.plot(
-            [t.metrics["rate"] for t in optimal],
-            [t.metrics["distortion"] for t in optimal],
-            "--",
-            c="black",
-            lw=0.8,
-            alpha=0.6,
-            zorder=2,
-            label="RD-optimal trials: none other lower in both R and D",
-        )
+    optimal = [by_number[n] for n in selection.rd_frontier if n in by_number]
+    _polyline(axes, selection.front, "-", c="tab:green", lw=1.2, alpha=0.7,
+              label="objective-space Pareto front (feasible trials)")  # fmt: skip
+    _polyline(axes, optimal, "--", c="black", lw=0.8, alpha=0.6,
+              label="RD-optimal trials: none other lower in both R and D")  # fmt: skip
+
+
+def _polyline(axes: plt.Axes, trials: list[TrialOutcome], style: str, **line: object) -> None:
+    # Trials joined in order of rate, under the points.
+    if trials:
+        ordered = sorted(trials, key=lambda t: t.metrics["rate"])
+        xs, ys = [t.metrics["rate"] for t in ordered], [t.metrics["distortion"] for t in ordered]
+        axes.plot(xs, ys, style, zorder=2, **line)
 
 
 def _labels(axes: plt.Axes, evaluated: list[TrialOutcome], selection: Selection) -> None:

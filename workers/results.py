@@ -81,6 +81,7 @@ class SweepProgress(BaseModel):
     sweep_id: str | None = None
     mlflow_parent_run_id: str | None = None
     mlflow_experiment_id: str | None = None
+    trials: list[TrialOutcome] = Field(default_factory=list, description="Started trials as they are so far.")
 
 
 class SweepResult(BaseModel):

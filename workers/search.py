@@ -156,7 +156,7 @@ class ConstrainedOptunaSearch(OptunaSearch):
         observed = {key: float(value) for key, value in result.items() if isinstance(value, int | float)}
         computed = [c.violation(observed) if c.metric in observed else 1.0 for c in self.spec.constraints]
         if self.spec.asks_for_non_collapse():
-            computed.append(1.0 if observed.get("collapsed", 0.0) >= 0.5 else -1.0)
+            computed.append(1.0 if self.spec.is_collapsed(observed) else -1.0)
         return computed
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -160,7 +160,7 @@ def select(spec: SweepSpec, trials: Sequence[TrialOutcome], per_example: PerExam
         iwae_gap=iwae_gap,
         bounds_disagree=None if max_iwae is None or max_elbo is None else max_iwae.trial_id != max_elbo.trial_id,
         censored_trials=sorted(t.number for t in censored),
-        rd_frontier=sorted(t.number for t in rd_frontier(evaluated)),
+        rd_frontier=sorted(t.number for t in rd_frontier(pool)),
         collapse_rate_threshold=spec.collapse_rate_threshold,
         notes=_notes(spec, censored, front),
     )

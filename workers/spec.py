@@ -38,8 +38,9 @@ PlainText = Annotated[str, AfterValidator(_printable)]
 
 
 class _Strict(BaseModel):
-    # NaN and ±Infinity are valid JSON literals for Python's parser but no valid value of any field here
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # NaN and ±Infinity are valid JSON literals for Python's parser but no valid value of any field here; strict:
+    # no bool → int and no "3" → 3 (a quoted number or `true` for `n_trials` is a client bug, not a request)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class LogRange(_Strict):
@@ -170,9 +171,15 @@ class MlflowSpec(_Strict):
 
     experiment_name: PlainText = Field("rdvae", min_length=1, max_length=200)
     registered_model_name: PlainText | None = Field(
-        None, max_length=200, description="Register the recommended model under this name (alias `champion`)."
+        None,
+        max_length=200,
+        description="Register the recommended model under this name (default `<experiment>-<data set>-champion`); "
+        "alias `champion` moves only to a better held-out ELBO on the same data (see workers/registry.py).",
     )
     log_models: bool = True
+    force_champion: bool = Field(
+        False, description="Move `@champion` to this sweep's model even if it does not beat the current champion."
+    )
 
 
 class SweepSpec(_Strict):

@@ -11,22 +11,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.stopper import CombinedStopper, Stopper
 
-from rdvae import load_data
+from rdvae import DataSplits, load_data
 from workers.budget import anneal_end_epoch, check_budget
 from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
 from workers.cohort_driver import cohort_outcomes, cohort_tuner
+from workers.datasets import checked_or_spec_error
 from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
 from workers.search import ConstrainedOptunaSearch
 from workers.selection import annotate, select
 from workers.spec import SpecError, SweepSpec, check_sweep_id
 from workers.stoppers import CancelStopper, CollapseStopper
-from workers.tracking import SweepTracker, numeric_metrics
+from workers.tracking import SweepTracker, log_dataset, numeric_metrics
 from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, PER_EXAMPLE_FILE, load_per_example, train_trial
 
 STORAGE_ROOT_ENV = "RDVAE_STORAGE_ROOT"
@@ -106,8 +108,8 @@ def _stopper(spec: SweepSpec, sweep_id: str) -> Stopper:
     return CombinedStopper(*stoppers)
 
 
-def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path) -> tune.Tuner:
-    data = load_data(spec.dataset)
+def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits | None = None) -> tune.Tuner:
+    data = data if data is not None else load_data(spec.dataset)
     n_train = int(data.train.shape[0])
     check_budget(spec, n_train)
     if spec.cohort_size > 1:
@@ -167,7 +169,7 @@ def _outcomes(
             arrays = load_per_example(Path(result.checkpoint.path) / PER_EXAMPLE_FILE)
             if arrays is not None:
                 per_example[trial_id] = arrays
-        run_id = live.tracker.child_run(trial_id, params)
+        run_id = live.tracker.child_run(trial_id, params, _trial_number(trial_id, result.path))
         model_uri = None
         if status != "failed" and values and result.checkpoint is not None and spec.mlflow.log_models:
             # Started by the callback when the trial ended; logged here if that did not happen (driver restarted).
@@ -210,19 +212,23 @@ def run_sweep(
     check_sweep_id(sweep_id)
     root = resolve_storage_root(storage_root)
     sweep_dir = root / sweep_id
+    dataset = checked_or_spec_error(spec)  # refused here, before Ray starts or the spec is pinned
     _pin_spec(spec, sweep_dir)
     audit_dir = sweep_dir / _AUDIT_DIR
     # Save the experiment state after every event (Tune's default is every >= 10 s), so that a driver killed
     # right after a trial finished does not run that trial again on resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.ERROR)
+    _quiet()
     owns_ray = connect_ray(ray_address)
     tracker: SweepTracker | None = None
     try:
         tracker = SweepTracker(spec, sweep_id, sweep_dir, tracking_uri)
         live = LiveSweep(spec, sweep_id, tracker, audit_dir, on_progress=on_progress, should_stop=should_stop)
         LIVE[sweep_id] = live
-        grid = _tuner(spec, sweep_id, root, audit_dir).fit()
+        data = load_data(spec.dataset)
+        log_dataset(tracker.client, tracker.parent_run_id, dataset, data.train.numpy())
+        grid = _tuner(spec, sweep_id, root, audit_dir, data).fit()
         trials, per_example = (cohort_outcomes if spec.cohort_size > 1 else _outcomes)(spec, grid, live)
         selection = select(spec, trials, per_example)
         png = render_rd_plane(trials, selection, title=_plot_title(spec, sweep_id))
@@ -257,6 +263,14 @@ def _plot_title(spec: SweepSpec, sweep_id: str) -> str:
     return f"{spec.name or sweep_id} · {source} ({data.binarization} binarisation) · held-out validation"
 
 
+def _quiet() -> None:
+    """Less log noise in the driver log: no Tune console box or TensorBoard hint (progress goes to the progress
+    file and MLflow), no per-model pickle warning (the pickled model and its code are what we ship on purpose)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:
     trials = result.trials
     elbos = [t.metrics["elbo"] for t in trials if "elbo" in t.metrics]
@@ -271,4 +285,5 @@ def _final_progress(spec: SweepSpec, result: SweepResult) -> SweepProgress:
         sweep_id=result.sweep_id,
         mlflow_parent_run_id=result.mlflow_parent_run_id,
         mlflow_experiment_id=result.mlflow_experiment_id,
+        trials=trials,
     )

@@ -15,12 +15,13 @@ import mlflow
 import numpy as np
 import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 import rdvae
-from rdvae import PosteriorMean, load_checkpoint
+from rdvae import DatasetInfo, PosteriorMean, load_checkpoint
+from workers.registry import register_champion
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec
 
@@ -28,6 +29,9 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_TRACKING_URI = "sqlite:///.rdvae/mlflow.db"
 CHAMPION_ALIAS = "champion"
 TRIAL_TAG = "rdvae.trial_id"
+TRIAL_NUMBER_TAG = "rdvae.trial_number"
+# MLflow 3 opens experiments without this tag in its GenAI view; training runs belong to the model-development one
+TRAINING_EXPERIMENT = {"mlflow.experimentKind": "custom_model_development"}
 SWEEP_TAG = "rdvae.sweep_id"
 _STATE_FILE = "mlflow.json"
 _MAX_TAG = 5000
@@ -52,6 +56,28 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
             _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
     else:
         out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
+def metric_name(key: str) -> str:
+    """MLflow's name of a Tune result key: constraint values go under `constraints/`, out of the main charts."""
+    return f"constraints/{key.removeprefix('constraint_')}" if key.startswith("constraint_") else key
+
+
+def trial_run_name(trial_id: str, params: dict[str, Any], number: int | None) -> str:
+    """`trial 3 · β=1.22` (the `#` of the CLI tables and the searched knob), else the Tune trial id."""
+    if number is None:
+        return trial_id
+    knobs = [f"{symbol}={params[key]:.3g}" for key, symbol in (("beta", "β"), ("C", "C"))
+             if isinstance(params.get(key), int | float)]  # fmt: skip
+    return " · ".join([f"trial {number}", *knobs])
+
+
+def resolved_config(spec: SweepSpec, params: dict[str, Any]) -> dict[str, str]:
+    """A trial's full configuration as flat MLflow params: the spec's fields, with the sampled values on top."""
+    flat: dict[str, str] = {}
+    _flatten("", spec.model_dump(mode="json", exclude={"warm_start_params"}), flat)
+    flat.update({key: str(value) for key, value in params.items()})
+    return flat
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -90,10 +116,13 @@ class SweepTracker:
         experiment = self.client.get_experiment_by_name(spec.mlflow.experiment_name)
         if experiment is None:
             location = f"{artifact_root}/{spec.mlflow.experiment_name}" if artifact_root else None
-            self.experiment_id = self.client.create_experiment(spec.mlflow.experiment_name, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                spec.mlflow.experiment_name, artifact_location=location, tags=TRAINING_EXPERIMENT
+            )
         else:
             self.experiment_id = experiment.experiment_id
         self._children: dict[str, str] = {}
+        self._logged_steps: dict[str, dict[str, int]] = {}  # run id -> metric -> last step logged
         self.parent_run_id = self._parent_run()
         # Models are logged off the Tune event loop: serialising and uploading one takes ~1 s, during which
         # the driver would not start the next trial. MLflow's fluent run stack is thread-local.
@@ -115,8 +144,9 @@ class SweepTracker:
         state_path.write_text(json.dumps({"parent_run_id": run.info.run_id, "experiment_id": self.experiment_id}))
         return run.info.run_id
 
-    def child_run(self, trial_id: str, params: dict[str, Any]) -> str:
-        """The child run of a Tune trial, created on first sight and found again after a resume."""
+    def child_run(self, trial_id: str, params: dict[str, Any], number: int | None = None) -> str:
+        """The child run of a Tune trial, created on first sight and found again after a resume; named like the
+        CLI's tables (`trial 3 · β=1.22`) when its `number` is known, with the trial's full resolved config."""
         if trial_id in self._children:
             return self._children[trial_id]
         found = self.client.search_runs(
@@ -133,9 +163,13 @@ class SweepTracker:
                 "mlflow.parentRunId": self.parent_run_id,
                 "rdvae.status": "running",
             }
-            run_id = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags).info.run_id
-            flat = {key: str(value) for key, value in params.items()}
-            self.client.log_batch(run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
+            tags.update({} if number is None else {TRIAL_NUMBER_TAG: str(number)})
+            name = trial_run_name(trial_id, params, number)
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+            flat = resolved_config(self.spec, params)
+            batch = [Param(k, v[:_MAX_TAG]) for k, v in sorted(flat.items())]
+            for start in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
+                self.client.log_batch(run_id, params=batch[start : start + 100])
         self._children[trial_id] = run_id
         return run_id
 
@@ -144,7 +178,11 @@ class SweepTracker:
         run_id = self.child_run(trial_id, params)
         step = int(result.get("epoch", 0))
         timestamp = int(1000 * float(result.get("timestamp", 0)))
-        metrics = [Metric(key, value, timestamp, step) for key, value in numeric_metrics(result).items()]
+        # the final report repeats the last epoch's metrics at the same step: each (metric, step) is logged once
+        logged = self._logged_steps.setdefault(run_id, {})
+        values = {metric_name(key): value for key, value in numeric_metrics(result).items()}
+        metrics = [Metric(key, value, timestamp, step) for key, value in values.items() if logged.get(key) != step]
+        logged.update({metric.key: step for metric in metrics})
         for start in range(0, len(metrics), 900):
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
 
@@ -185,8 +223,10 @@ class SweepTracker:
         model, config = load_checkpoint(checkpoint_file)
         servable = PosteriorMean(model.eval())
         example = np.zeros((2, model.input_dim), dtype=np.float32)
+        # No input schema: MLflow enforces a tensor input's dtype exactly and would refuse float64 (numpy's default);
+        # PosteriorMean casts and checks the [N, D] shape itself. The input example documents the shape.
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.input_dim))]),
+            inputs=None,
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config.latent_dim))]),
         )
         status = run.info.status
@@ -229,10 +269,7 @@ class SweepTracker:
             tags["rdvae.recommended_trial"] = recommended.trial_id
             # A resumed sweep that recommends the same trial again keeps its registered version.
             if previous.get("rdvae.recommended_trial") != recommended.trial_id or "rdvae.champion" not in previous:
-                name = self.spec.mlflow.registered_model_name or f"{self.spec.mlflow.experiment_name}-champion"
-                version = mlflow.register_model(recommended.model_uri, name, tags={SWEEP_TAG: self.sweep_id})
-                self.client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
-                tags["rdvae.champion"] = f"models:/{name}@{CHAMPION_ALIAS} (version {version.version})"
+                tags["rdvae.champion"] = register_champion(self.client, self.spec, self.sweep_id, recommended)
         self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._close_orphans({trial.trial_id for trial in result.trials})
         self.client.set_terminated(self.parent_run_id, status="KILLED" if result.cancelled else "FINISHED")
@@ -317,3 +354,28 @@ def trials_table(trials: list[TrialOutcome]) -> str:
             ]
         )
     return buffer.getvalue()
+
+
+def log_dataset(client: MlflowClient, run_id: str, info: DatasetInfo, features: np.ndarray) -> None:
+    """The sweep's data set as an MLflow dataset input of its parent run, once (a resumed sweep does not repeat it):
+    name, digest (MLflow keeps 32 hex digits; the full `sha256:` digest, shape and likelihood are input tags and
+    run tags), the source (the path relative to the data root, or the built-in set's name) and the features' schema.
+    `features: [N, D]` is what the trials train on."""
+    short_digest = info.digest.removeprefix("sha256:")[:32]
+    run = client.get_run(run_id)
+    if any(entry.dataset.digest == short_digest for entry in run.inputs.dataset_inputs):
+        return
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    source = info.path if info.path else CodeDatasetSource({"rdvae.dataset": info.name})
+    name = info.name if not info.path else f"{info.path}{f':{info.key}' if info.key else ''}"
+    dataset = mlflow.data.from_numpy(features, source=source, name=name[:_MAX_TAG], digest=short_digest)
+    described = {
+        "rdvae.dataset.digest": info.digest,
+        "rdvae.dataset.shape": json.dumps(info.shape),
+        "rdvae.dataset.likelihood": info.likelihood,
+        "rdvae.dataset.binarization": info.binarization,
+    }
+    tags = [InputTag("mlflow.data.context", "training"), *(InputTag(k, v) for k, v in described.items())]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in described.items()])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -59,6 +60,7 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
     """Tune function trainable. Reports every epoch; the last report (`final` = 1) adds IWAE, test metrics and
     the constraint values the searcher passes to Optuna. Runs on CUDA when Ray assigned this trial a GPU."""
     started = time.perf_counter()
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint successfully created" per epoch
     spec = SweepSpec.model_validate_json(spec_json)
     context = tune.get_context()
     device = "cuda" if ray.get_gpu_ids() else "cpu"

@@ -121,7 +121,12 @@ def test_bad_data_files_are_usage_errors(
     assert "no such file under the data root" in capsys.readouterr().err
     np.save(tmp_path / "nan.npy", np.full((20, 4), np.nan))
     assert main(["train", "--data-path", "nan.npy", "--epochs", "1"]) == 2
-    assert "nan.npy: contains NaN or inf" in capsys.readouterr().err
+    assert "(data.path): data file 'nan.npy': contains NaN or inf" in capsys.readouterr().err
+    np.save(tmp_path / "grey.npy", np.full((20, 4), 0.5))
+    assert main(["train", "--data-path", "grey.npy", "--epochs", "1"]) == 2
+    assert "argument --likelihood (model.likelihood): likelihood 'bernoulli' needs" in capsys.readouterr().err
+    np.save(tmp_path / "counts.npy", np.random.default_rng(0).poisson(3.0, size=(20, 4)))
+    assert main(["train", "--data-path", "counts.npy", "--likelihood", "zinb", "--epochs", "1", "--quiet"]) == 0
 
 
 def test_main_is_callable_in_process(capsys: pytest.CaptureFixture[str]) -> None:

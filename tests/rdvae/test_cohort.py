@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rdvae import (
     DataConfig,
     DataSplits,
+    ModelConfig,
     ObjectiveConfig,
     RunConfig,
     TrainConfig,
@@ -329,3 +330,23 @@ def test_checkpoint_seconds_writes_seldom_but_always_when_a_member_finishes(
     assert torch.load(tmp_path / COHORT_CHECKPOINT, weights_only=True)["epoch"] == 4
     resumed = fit_cohort(configs, data=digits, resume_from=tmp_path / COHORT_CHECKPOINT)
     assert [m.status for m in resumed.members] == [m.status for m in result.members] == ["completed", "stopped"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model"),
+    [
+        ("digits", {"likelihood": "gaussian", "standardize": True}),
+        ("digits", {"likelihood": "gaussian", "gaussian_variance": "learned"}),
+        ("synthetic_counts", {"likelihood": "nb"}),
+    ],
+)
+def test_members_with_other_likelihoods_match_fit(dataset: str, model: dict[str, object]) -> None:
+    data_config = DataConfig(name=dataset, binarization="none")
+    config = RunConfig(
+        data=data_config,
+        model=ModelConfig(latent_dim=4, hidden_dims=(32,), **model),
+        objective=ObjectiveConfig(kind="beta", beta=1.0),
+        train=TrainConfig(epochs=2, iwae_samples=0, device="cpu"),
+    )
+    data = load_data(data_config)
+    _assert_matches_fit(fit_cohort([config], data=data).members[0].validation, fit(config, data=data).validation)

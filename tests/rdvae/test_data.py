@@ -126,13 +126,13 @@ def test_a_symlink_out_of_the_root_is_refused(data_root: Path, tmp_path: Path) -
 def test_a_symlink_to_another_suffix_is_refused(data_root: Path) -> None:
     (data_root / "notes.txt").write_text("hello")
     os.symlink(data_root / "notes.txt", data_root / "notes.npy")
-    with pytest.raises(ValueError, match=r"expected a \.npy or \.npz file"):
+    with pytest.raises(ValueError, match=r"expected a \.npy, \.npz or \.h5ad file"):
         load_data(_file("notes.npy"))
 
 
 def test_a_wrong_suffix_is_refused(data_root: Path) -> None:
     (data_root / "table.csv").write_text("0,1\n1,0\n")
-    with pytest.raises(ValueError, match=r"expected a \.npy or \.npz file"):
+    with pytest.raises(ValueError, match=r"expected a \.npy, \.npz or \.h5ad file"):
         load_data(_file("table.csv"))
 
 
@@ -151,8 +151,6 @@ def test_the_root_can_be_passed_explicitly(tmp_path: Path) -> None:
     [
         (np.array([[0.5, np.nan]] * 20), "NaN or inf"),
         (np.array([[0.5, np.inf]] * 20), "NaN or inf"),
-        (np.array([[0.5, 1.5]] * 20), r"values must lie in \[0, 1\]"),
-        (np.array([[-0.1, 0.5]] * 20), r"values must lie in \[0, 1\]"),
         (np.zeros((0, 10)), "empty array"),
         (np.zeros((10, 0)), "empty array"),
         (np.zeros(50), r"expected shape \[N, D\]"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from service.runner import driver_alive
+from service.queue.runner import driver_alive
 
 _spec = importlib.util.spec_from_file_location("_rdvae_root_conftest", Path(__file__).parents[1] / "conftest.py")
 _root = importlib.util.module_from_spec(_spec)
@@ -47,8 +47,24 @@ def reap_drivers(state_dir: Path) -> None:
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
+def real_stack_env(root: Path, mlflow_server: str, ray_cluster: str, **overrides: str) -> dict[str, str]:
+    """The environment of an API process on the shared test Ray head and MLflow server, state and data under root."""
+    return {
+        **os.environ,
+        "RDVAE_STATE_DIR": str(root / "state"),
+        "RDVAE_DATA_ROOT": str(root),
+        "RDVAE_API_TOKENS": TOKEN,
+        "RDVAE_POLL_INTERVAL_S": "0.3",
+        "RDVAE_RAY_ADDRESS": ray_cluster,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "OMP_NUM_THREADS": "1",
+        **overrides,
+    }
+
+
 class ApiProcess:
-    """`uvicorn service.app:app` on 127.0.0.1 in its own process group; the env carries its settings."""
+    """`uvicorn service.api.app:app` on 127.0.0.1 in its own process group; the env carries its settings."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
@@ -62,7 +78,7 @@ class ApiProcess:
             sys.executable,
             "-m",
             "uvicorn",
-            "service.app:app",
+            "service.api.app:app",
             "--host",
             "127.0.0.1",
             "--port",

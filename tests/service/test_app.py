@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import TOKEN, TOKEN_B
 
-from service.app import create_app
-from service.auth import check_bind, owner_of
+from service.api.app import create_app
+from service.api.auth import check_bind, owner_of
 from service.settings import Quota, Settings
 
 TINY = {"dataset": "digits", "n_trials": 2, "epochs": 1}
@@ -94,7 +94,8 @@ def test_dataset_paths_are_confined_to_the_data_root(client: TestClient, setting
     for path in ("../secret.npy", str(outside), "link.npy", "missing.npy"):
         answer = client.post("/v1/sweeps", json={**TINY, "dataset": {"name": "file", "path": path}}, headers=AUTH)
         assert answer.status_code == 422 and _fields(answer) == ["body.dataset.path"], path
-    accepted = client.post("/v1/sweeps", json={**TINY, "dataset": {"name": "file", "path": "ok.npy"}}, headers=AUTH)
+    grey = {"name": "file", "path": "ok.npy", "binarization": "static"}  # user files are binarised only when asked
+    accepted = client.post("/v1/sweeps", json={**TINY, "dataset": grey}, headers=AUTH)
     assert accepted.status_code == 202
 
 
@@ -321,7 +322,7 @@ def test_no_token_refuses_a_public_bind(tmp_path: Path) -> None:
     # the real server: the lifespan refuses before uvicorn binds any socket
     env = {"PATH": "/usr/bin:/bin", "RDVAE_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)}
     started = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "0.0.0.0", "--port", "1"],
+        [sys.executable, "-m", "uvicorn", "service.api.app:app", "--host", "0.0.0.0", "--port", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from service.cli_render import pareto_table, recommendation_lines
+from service.cli.render import pareto_table, recommendation_lines
 
 
 def _trial(number: int, beta: float, elbo: float, rate: float, units: int, **extra: float) -> dict:

@@ -1,4 +1,4 @@
-"""The CLI's own input checks (service/client.py): bad spec files, --url and --token are exit 2 with the reason,
+"""The CLI's own input checks (service/cli/client.py): bad spec files, --url and --token are exit 2 with the reason,
 never a traceback, and ids stay one path segment of the URL."""
 
 from __future__ import annotations

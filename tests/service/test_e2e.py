@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from service_helpers import TOKEN, ApiProcess, reap_drivers, wait_until
+from service_helpers import ApiProcess, real_stack_env, reap_drivers, wait_until
 
-from service import store
-from service.db import make_engine, make_session_factory, session_scope
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, session_scope
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +45,7 @@ def tiny(name: str, **overrides: object) -> dict:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, ray_cluster: str) -> Iterator[ApiProcess]:
     root = tmp_path_factory.mktemp("api")
-    env = {
-        **os.environ,
-        "RDVAE_STATE_DIR": str(root / "state"),
-        "RDVAE_DATA_ROOT": str(root),
-        "RDVAE_API_TOKENS": TOKEN,
-        "RDVAE_POLL_INTERVAL_S": "0.3",
-        "RDVAE_RAY_ADDRESS": ray_cluster,
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RDVAE_MAX_RUNNING_SWEEPS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = real_stack_env(root, mlflow_server, ray_cluster, RDVAE_MAX_RUNNING_SWEEPS="1")
     process = ApiProcess(env, root / "api.log").start()
     yield process
     process.stop()

@@ -14,8 +14,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from service_helpers import TOKEN
 
-from service.app import create_app
-from service.db import migrate
+from service.api.app import create_app
+from service.queue.db import migrate
 from service.settings import Settings
 
 # Built at collection: schemathesis' fixture loader does not support this pytest; the state dir is throw-away.

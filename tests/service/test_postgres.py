@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import TOKEN, free_port, stop_process, wait_until
 
-from service import store
-from service.app import create_app
-from service.db import make_engine, make_session_factory, migrate, session_scope
-from service.runner import Runner
+from service.api.app import create_app
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.queue.runner import Runner
 from service.settings import Settings
 
 psycopg = pytest.importorskip("psycopg")

@@ -10,9 +10,9 @@ import pytest
 from service_helpers import wait_until
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import store
-from service.db import make_engine, make_session_factory, migrate, session_scope
-from service.runner import Runner, driver_alive, submit_sweep
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.queue.runner import Runner, driver_alive, submit_sweep
 from service.settings import Settings
 from workers.spec import SweepSpec
 
@@ -129,7 +129,22 @@ def test_driver_failure_is_recorded_with_its_log(
     runner = Runner(settings, factory)
     sweep = wait_until(lambda: _finished(factory, runner, sweep_id), timeout=20)
     assert sweep.status == "failed" and sweep.launches == 1
-    assert "exited with 1" in sweep.error and "failing on purpose" in sweep.error
+    # one readable line (the traceback and Ray's INFO lines stay in driver.log)
+    assert sweep.error == "driver exited with 1: RuntimeError: fake driver: failing on purpose"
+
+
+def test_a_sweep_whose_every_trial_failed_is_failed_with_the_most_common_error(
+    settings: Settings, factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRIAL_ERROR", "RuntimeError: conv decoder needs image data")
+    monkeypatch.setenv("FAKE_TRIAL_SECONDS", "0.05")
+    sweep_id = _submit(factory, settings, n_trials=4)
+    runner = Runner(settings, factory)
+    sweep = wait_until(lambda: _finished(factory, runner, sweep_id), timeout=20)
+    assert sweep.status == "failed" and sweep.failed == 4
+    assert sweep.error == (
+        "no trial succeeded: 4 failed; most common error (3x): RuntimeError: conv decoder needs image data"
+    )
 
 
 def test_submit_refuses_paths_outside_the_data_root(

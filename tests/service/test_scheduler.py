@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-import service.scheduler as scheduler_module
-from service import store
-from service.db import make_engine, make_session_factory, migrate, session_scope
-from service.scheduler import Schedule, Scheduler, check_cron, check_timezone, create_schedule, fire_times
+import service.scheduling.scheduler as scheduler_module
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.scheduling.scheduler import Schedule, Scheduler, check_cron, check_timezone, create_schedule, fire_times
 from service.settings import Settings
 from workers.results import Selection, SweepResult, TrialOutcome
 from workers.spec import SweepSpec
@@ -147,7 +147,10 @@ def test_warm_start_records_the_previous_pareto_front(settings: Settings) -> Non
     schedule_id = _add(scheduler, warm_start=True)
     clock.moment = T0 + timedelta(hours=1)
     (first,) = scheduler.tick()
-    front = [TrialOutcome(trial_id="a", number=0, status="completed", params={"beta": 0.5, "decoder": "made"})]
+    front = [
+        TrialOutcome(trial_id=t, number=0, status="completed", params={"beta": 0.5, "decoder": "made"})
+        for t in ("a", "b")
+    ]  # two trials at one point (a warm start and its re-sample): tried once next time
     result = SweepResult(name="nightly", trials=front, selection=Selection(front=front, recommended=front[0]))
     with session_scope(scheduler.session_factory) as session:
         sweep = store.get_sweep(session, first)
@@ -174,3 +177,30 @@ def test_bad_timezone_is_rejected_and_fire_times_are_local(tmp_path: Path) -> No
         check_timezone("Mars/Olympus_Mons")
     times = fire_times("0 9 * * 1", "America/New_York", datetime(2026, 11, 26, tzinfo=UTC), 2)
     assert [t.isoformat() for t in times] == ["2026-11-30T09:00:00-05:00", "2026-12-07T09:00:00-05:00"]
+
+
+def test_firings_count_against_the_owners_active_sweep_quota(settings: Settings) -> None:
+    # six every-minute schedules used to give one token 6 active sweeps against a quota of 4, and 6 more a minute
+    clock = Clock(T0)
+    scheduler = _boot(settings, clock)
+    ids = [_add(scheduler, cron="* * * * *") for _ in range(settings.max_active_sweeps_per_token + 1)]
+    clock.moment = T0 + timedelta(minutes=1)
+    assert len(scheduler.tick()) == settings.max_active_sweeps_per_token
+    clock.moment = T0 + timedelta(minutes=2)
+    assert scheduler.tick() == []
+    with session_scope(scheduler.session_factory) as session:
+        assert store.count_active_for_owner(session, "tester") == settings.max_active_sweeps_per_token
+    skipped = [_schedule(scheduler, schedule_id) for schedule_id in ids]
+    assert all("max_active_sweeps_per_token" in (schedule.last_error or "") for schedule in skipped)
+
+
+def test_each_firing_gets_its_own_sampler_seed(settings: Settings) -> None:
+    # a fixed seed per fire made a warm-started sweep re-sample the points it started from (2 of 4 duplicated)
+    clock = Clock(T0)
+    scheduler = _boot(settings, clock)
+    schedule_id = _add(scheduler)
+    for hour in (1, 2, 3):
+        clock.moment = T0 + timedelta(hours=hour)
+        assert len(scheduler.tick()) == 1
+    seeds = sorted(sweep.spec.seed for sweep in _sweeps_from(scheduler, schedule_id))
+    assert seeds == [SPEC.seed, SPEC.seed + 1, SPEC.seed + 2]

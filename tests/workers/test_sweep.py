@@ -127,7 +127,13 @@ def test_champion_loads_from_the_registry_and_reproduces_its_elbo(
     assert reproduced == pytest.approx(logged, abs=1e-3)
     # The same model served through MLflow's generic interface returns the posterior means, one row per input.
     served = mlflow.pyfunc.load_model(uri).predict(validation[:5].numpy())
-    assert served.shape == (5, SPEC.model.latent_dim)
+    assert served.shape == (5, SPEC.model.latent_dim) and served.dtype == np.float32
+    # numpy's default float64 is served too, to the same codes; a wrong width is refused in one line.
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    assert np.allclose(pyfunc.predict(validation[:5].numpy().astype(np.float64)), served, atol=1e-6)
+    with pytest.raises(Exception, match=r"expected inputs of shape \[N, 64\], got \[5, 63\]") as refused:
+        pyfunc.predict(validation[:5, :63].numpy())
+    assert len(str(refused.value)) < 500
     assert np.allclose(served, model.vae.encode(validation[:5])[0].detach().numpy(), atol=1e-5)
 
 
