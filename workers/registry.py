@@ -153,8 +153,7 @@ def register_recommended(
     """Register a sweep's recommended trial (its `model_uri`) under the spec's name or the data set's default."""
     from mlflow.models import get_model_info
 
-    signature = get_model_info(trial.model_uri).signature
-    shape = list(signature.inputs.inputs[0].shape[1:]) if signature is not None else []
+    shape = (get_model_info(trial.model_uri).metadata or {}).get("input_shape", [])
     tags = version_tags(trial, dataset, [int(size) for size in shape], sweep_id)
     name = registered_name or default_name(experiment, dataset)
     return promote(client, name, trial.model_uri, tags, _description(trial, tags), force)

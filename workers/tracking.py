@@ -224,7 +224,7 @@ class SweepTracker:
         servable = PosteriorMean(model.eval())
         example = np.zeros((2, model.input_dim), dtype=np.float32)
         # No input schema: MLflow enforces a tensor input's dtype exactly and would refuse float64 (numpy's default);
-        # PosteriorMean casts and checks the [N, D] shape itself. The input example documents the shape.
+        # PosteriorMean casts and checks the [N, D] shape itself; the input example and the metadata give the shape.
         signature = ModelSignature(
             inputs=None,
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config.latent_dim))]),
@@ -236,6 +236,8 @@ class SweepTracker:
                 name="model",
                 signature=signature,
                 input_example=example,
+                # What the registry compares champions on (the signature carries no input schema, see above).
+                metadata={"input_shape": [model.input_dim], "image_shape": list(model.image_shape)},
                 serialization_format="pickle",
                 # The pickled classes live in rdvae: ship its code so the model loads where rdvae is not installed.
                 code_paths=[str(Path(rdvae.__file__).parent)],

@@ -67,16 +67,19 @@ def test_trials_are_visible_while_the_sweep_runs(real_api: ApiProcess, tmp_path:
 def test_a_sweep_with_no_successful_trial_fails_and_watch_exits_nonzero(real_api: ApiProcess, tmp_path: Path) -> None:
     api = real_api
     np.save(tmp_path / "flat.npy", np.random.default_rng(0).random((200, 10), dtype=np.float32))
-    spec = tmp_path / "spec.yaml"  # a conv encoder on flat vectors: every trial fails when it builds its model
+    # Valid at submit (real values, Gaussian), but a decoder std of 1e-30 has variance 0 in float32: the first loss
+    # is infinite and every trial fails with TrainingDivergedError (no test hook).
+    spec = tmp_path / "spec.yaml"
     spec.write_text(
-        "dataset: {name: file, path: flat.npy}\nmodel: {encoder: conv}\nn_trials: 2\nepochs: 1\n"
-        "max_failures: 0\nsampler: random\n"
+        "dataset: {name: file, path: flat.npy}\nmodel: {likelihood: gaussian, gaussian_std: 1.0e-30}\n"
+        "n_trials: 2\nepochs: 1\nmax_failures: 0\nsampler: random\n"
     )
     watched = rdvae("submit", str(spec), "--watch", url=api.url, timeout=180)
     assert watched.returncode == 1, watched.stdout + watched.stderr  # it used to be `succeeded`, exit 0
     assert "failed" in watched.stdout
     error = api.client().get(f"/v1/sweeps/{watched.stdout.split()[0]}").json()["error"]
-    assert error.startswith("no trial succeeded: 2 failed; most common error (2x): ValueError: conv encoder")
+    assert error.startswith("no trial succeeded: 2 failed; most common error (2x): ")
+    assert "TrainingDivergedError: non-finite training loss at epoch 1" in error
     assert "\n" not in error
 
 

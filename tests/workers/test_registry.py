@@ -6,11 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import mlflow
-import numpy as np
 import pytest
 from mlflow import MlflowClient
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 
 from rdvae import DataConfig
 from workers.registry import PREVIOUS_ALIAS, default_name, register_recommended
@@ -33,10 +30,11 @@ def client(mlflow_server: str) -> Iterator[MlflowClient]:
 
 
 def _trial(number: int, elbo: float, inputs: int = 64) -> TrialOutcome:
-    """A trial whose logged model takes [-1, inputs] float32 (what the registry reads the input shape from)."""
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, inputs))]))
+    """A trial whose logged model takes [-1, inputs] (the model metadata the registry reads the input shape from,
+    as `SweepTracker.log_model` writes it)."""
     with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=_Identity(), signature=signature, pip_requirements=[])
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Identity(), metadata={"input_shape": [inputs]},
+                                       pip_requirements=[])  # fmt: skip
     return TrialOutcome(trial_id=f"t{number}", number=number, status="completed", params={"beta": 1.22},
                         metrics={"elbo": elbo, "rate": 3.5, "iwae_ll": elbo + 1.0}, model_uri=info.model_uri,
                         mlflow_run_id=run.info.run_id)  # fmt: skip
