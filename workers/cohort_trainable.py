@@ -252,6 +252,11 @@ def train_cohort(config: dict[str, Any], *, spec_json: str, data: DataSplits, au
         if pending and epoch > max(int(r["epoch"]) for r in pending.values()):
             report()
         record = {**record, "epoch": float(epoch), "annealing": float(epoch < annealing_until[member]), FINAL_FLAG: 0}
+        if epoch == spec.epochs:
+            # As a trial of its own: the final report follows for this epoch (k-draw ELBO, IWAE, test metrics), one
+            # record per (metric, epoch), and nothing judges a member that has reached its last epoch.
+            reports[member] = {"status": "running", "metrics": record, "error": None}
+            return False
         stop = judge(member, record)
         reports[member] = {"status": "stopped" if stop else "running", "metrics": record, "error": None}
         pending[member] = record
