@@ -1,5 +1,6 @@
 """rdvae: rate-distortion VAEs — data, models, objectives, held-out metrics and a fast trainer."""
 
+from rdvae.cohort import CohortResult, MemberResult, check_cohort, fit_cohort, split_into_cohorts
 from rdvae.data import DATASETS, DataConfig, DataSplits, load_data, resolve_user_path, synthetic_counts
 from rdvae.datacheck import DatasetInfo, inspect_dataset
 from rdvae.datafiles import DataError
@@ -31,6 +32,7 @@ from rdvae.train import (
 
 __all__ = [
     "DATASETS",
+    "CohortResult",
     "VAE",
     "DataConfig",
     "DataError",
@@ -38,6 +40,7 @@ __all__ = [
     "DataSplits",
     "FitResult",
     "HeldOutMetrics",
+    "MemberResult",
     "ModelConfig",
     "ObjectiveConfig",
     "PosteriorMean",
@@ -46,10 +49,12 @@ __all__ = [
     "TrainingDivergedError",
     "active_units",
     "build_model",
+    "check_cohort",
     "distortion",
     "elbo",
     "evaluate",
     "fit",
+    "fit_cohort",
     "gaussian_kl",
     "is_collapsed",
     "inspect_dataset",
@@ -63,6 +68,7 @@ __all__ = [
     "resolve_device",
     "resolve_user_path",
     "save_checkpoint",
+    "split_into_cohorts",
     "synthetic_counts",
     "training_loss",
 ]

@@ -47,6 +47,7 @@ OPTION_OF_FIELD = {
     ("train", "seed"): "--seed",
     ("train", "iwae_samples"): "--iwae-samples",
     ("train", "device"): "--device",
+    ("train", "cuda_graph"): "--cuda-graph",
 }
 
 
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     optimisation.add_argument("--seed", type=non_negative_int, default=0)
     optimisation.add_argument("--iwae-samples", type=non_negative_int, default=100, help="k of the IWAE NLL; 0: skip")
     optimisation.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    optimisation.add_argument(
+        "--cuda-graph", action="store_true", help="replay the training step from a CUDA graph (eager off CUDA)"
+    )
     output = train.add_argument_group("output")
     output.add_argument("--checkpoint", type=Path, help="write a checkpoint here after every epoch")
     output.add_argument("--resume", type=Path, help="continue from a checkpoint written by --checkpoint")
@@ -157,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "seed": args.seed,
         "iwae_samples": args.iwae_samples,
         "device": args.device,
+        "cuda_graph": args.cuda_graph,
     }
     sections: dict[str, tuple[type[BaseModel], dict[str, object]]] = {
         "data": (DataConfig, data),

@@ -151,10 +151,14 @@ class VAE(nn.Module):
             return self.decoder.sample(z, greedy=True)
         return self.likelihood.mean(self.decoder(z), library)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One reparameterised sample: x: [B, D] -> (log p(x|z): [B], mu: [B, Z], logvar: [B, Z])."""
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One reparameterised sample: x: [B, D] -> (log p(x|z): [B], mu: [B, Z], logvar: [B, Z]).
+
+        `noise: [B, Z]` is the standard normal draw of z; by default a fresh one (a cohort passes its own)."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = mu + (torch.randn_like(mu) if noise is None else noise) * (0.5 * logvar).exp()
         return self.log_likelihood(x, z), mu, logvar
 
 

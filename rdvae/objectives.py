@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -64,16 +65,90 @@ class ObjectiveConfig(BaseModel):
         """Rate weight multiplier in [0, 1] for KL warm-up at optimiser `step`."""
         return 1.0 if self.kl_warmup_steps == 0 else min(1.0, step / self.kl_warmup_steps)
 
+    def loss_numbers(self) -> dict[str, float]:
+        """The numbers `scheduled_loss` takes: rate and |R - C_t| weights (before warm-up), C and the schedules.
+
+        A capacity objective needs its ramp fixed in steps first (`for_run`); the others ignore the ramp."""
+        capacity = self.kind == "capacity"
+        if capacity and self.capacity_anneal_steps is None:
+            raise ValueError("loss_numbers: the ramp is a fraction of the run; fix it with for_run(total_steps)")
+        return {
+            "rate_weight": 0.0 if capacity else (1.0 if self.kind == "elbo" else self.beta),
+            "capacity_weight": self.gamma if capacity else 0.0,
+            "capacity": self.capacity,
+            "capacity_anneal_steps": float(self.capacity_anneal_steps or 0),
+            "kl_warmup_steps": float(self.kl_warmup_steps),
+            "free_bits": self.free_bits,
+        }
+
+
+Number = float | torch.Tensor
+
+
+def linear_ramp(step: int | torch.Tensor, steps: float | torch.Tensor) -> Number:
+    """min(1, step / steps), and 1 when `steps` is 0. On tensors it is elementwise and never syncs with the host
+    (nor copies to the device, so it may run inside a CUDA graph)."""
+    if isinstance(steps, torch.Tensor):
+        return torch.where(steps > 0, (step / steps.clamp(min=1)).clamp(max=1.0), 1.0)
+    if steps == 0:
+        return 1.0
+    if isinstance(step, torch.Tensor):
+        return (step / steps).clamp(max=1.0)
+    return min(1.0, step / steps)
+
+
+def _is_zero(value: Number) -> bool:
+    return not isinstance(value, torch.Tensor) and value == 0.0
+
+
+def weighted_loss(
+    distortion: torch.Tensor,
+    kl_per_dim: torch.Tensor,
+    rate_weight: Number,
+    capacity_weight: Number = 0.0,
+    capacity_target: Number = 0.0,
+    free_bits: Number = 0.0,
+) -> torch.Tensor:
+    """D + rate_weight * R + capacity_weight * |R - capacity_target|, every objective's loss. distortion: [B],
+    kl_per_dim: [B, Z]. The weights are floats, or 0-d tensors (one cohort member's, under vmap); float zeros
+    drop their term, so `fit` pays for no term its objective lacks."""
+    # Free bits act on the batch-mean KL of each dimension, as in Kingma et al. (2016).
+    if _is_zero(free_bits):
+        rate = kl_per_dim.sum(-1).mean()
+    elif isinstance(free_bits, torch.Tensor):
+        rate = torch.maximum(kl_per_dim.mean(0), free_bits).sum()
+    else:
+        rate = kl_per_dim.mean(0).clamp(min=free_bits).sum()
+    loss = distortion.mean()
+    if not _is_zero(rate_weight):
+        loss = loss + rate_weight * rate
+    if not _is_zero(capacity_weight):
+        loss = loss + capacity_weight * (rate - capacity_target).abs()
+    return loss
+
+
+def scheduled_loss(
+    numbers: Mapping[str, Number], distortion: torch.Tensor, kl_per_dim: torch.Tensor, step: int | torch.Tensor
+) -> torch.Tensor:
+    """The loss at optimiser `step` of the objective given by `numbers` (`ObjectiveConfig.loss_numbers()`: floats,
+    or one cohort member's 0-d tensors under vmap): warm-up and capacity annealing applied, then `weighted_loss`."""
+    warmup = linear_ramp(step, numbers["kl_warmup_steps"])
+    rate_weight, capacity_weight = numbers["rate_weight"], numbers["capacity_weight"]
+    return weighted_loss(
+        distortion,
+        kl_per_dim,
+        rate_weight=0.0 if _is_zero(rate_weight) else warmup * rate_weight,
+        capacity_weight=0.0 if _is_zero(capacity_weight) else warmup * capacity_weight,
+        capacity_target=numbers["capacity"] * linear_ramp(step, numbers["capacity_anneal_steps"]),
+        free_bits=numbers["free_bits"],
+    )
+
 
 def training_loss(
-    config: ObjectiveConfig, distortion: torch.Tensor, kl_per_dim: torch.Tensor, step: int
+    config: ObjectiveConfig, distortion: torch.Tensor, kl_per_dim: torch.Tensor, step: int | torch.Tensor
 ) -> torch.Tensor:
-    """Scalar loss. distortion: [B] (-log p(x|z)), kl_per_dim: [B, Z] (analytic KL per latent dimension)."""
-    # Free bits act on the batch-mean KL of each dimension, as in Kingma et al. (2016).
-    rate = kl_per_dim.mean(0).clamp(min=config.free_bits).sum() if config.free_bits > 0.0 else kl_per_dim.sum(-1).mean()
-    distortion_mean = distortion.mean()
-    warmup = config.warmup_at(step)
-    if config.kind == "capacity":
-        return distortion_mean + warmup * config.gamma * (rate - config.capacity_at(step)).abs()
-    beta = 1.0 if config.kind == "elbo" else config.beta
-    return distortion_mean + warmup * beta * rate
+    """Scalar loss. distortion: [B] (-log p(x|z)), kl_per_dim: [B, Z] (analytic KL per latent dimension).
+
+    `step` is the optimiser step: an int, or a 0-d device tensor inside a CUDA graph (the schedules then stay on
+    the device)."""
+    return scheduled_loss(config.loss_numbers(), distortion, kl_per_dim, step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import time
 from collections.abc import Callable
@@ -10,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rdvae._graphs import GraphedStep, graph_unavailable_reason
 from rdvae.data import DataConfig, DataSplits, binarize, load_data
 from rdvae.datacheck import check_splits
 from rdvae.evaluate import HeldOutMetrics, evaluate
@@ -20,6 +22,8 @@ from rdvae.models import VAE, ModelConfig, build_model
 from rdvae.objectives import ObjectiveConfig, training_loss
 
 EpochCallback = Callable[[int, dict[str, float]], "bool | None"]
+
+logger = logging.getLogger("rdvae")
 
 
 class TrainConfig(BaseModel):
@@ -39,6 +43,17 @@ class TrainConfig(BaseModel):
     collapse_rate_threshold: float = Field(
         COLLAPSE_RATE_THRESHOLD, gt=0.0, le=1e4, description="Nats; a held-out rate below it counts as collapsed."
     )
+    cuda_graph: bool = Field(
+        False,
+        description="Capture the whole training step (forward, backward, Adam) in a CUDA graph and replay it; "
+        "off CUDA it trains eagerly and logs why. Noise then comes from the device generator, not the host's.",
+    )
+
+    @model_validator(mode="after")
+    def _one_step_compiler(self) -> TrainConfig:
+        if self.compile and self.cuda_graph:
+            raise ValueError("compile and cuda_graph exclude each other: choose one way to cut the launch overhead")
+        return self
 
 
 class RunConfig(BaseModel):
@@ -100,18 +115,14 @@ def fit(
     torch.manual_seed(config.train.seed)
     splits = data or load_data(config.data)
     check_splits(splits, config.model)
-    splits = splits.to(device)
-    if splits.train.shape[0] < 1 or splits.validation.shape[0] < 2 or splits.test.shape[0] < 2:
-        raise ValueError(
-            f"data splits need >= 1 training and >= 2 validation and test examples, got "
-            f"{splits.train.shape[0]}, {splits.validation.shape[0]}, {splits.test.shape[0]}"
-        )
+    splits = check_split_sizes(splits.to(device))
     model = build_model(config.model, splits.input_dim, splits.image_shape).to(device)
     if config.model.standardize:  # stored as buffers: saved, restored and undone by the model itself
         model.likelihood.fit_standardization(splits.train)
     # The fused kernel does the same Adam update in one pass over all parameters instead of ~10 ops per tensor.
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=fused)
+    graphed = config.train.cuda_graph and device.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate, fused=fused, capturable=graphed)
     start_epoch, step = 0, 0
     if resume_from is not None:
         state = _read_checkpoint(resume_from)
@@ -127,6 +138,11 @@ def fit(
     steps_per_epoch = n // batch_size
     objective = config.objective.for_run(config.train.epochs * steps_per_epoch)
     threshold = config.train.collapse_rate_threshold
+    graph_step = None
+    if config.train.cuda_graph:
+        graph_step = _graphed_fit_step(
+            model, optimizer, objective, config, (batch_size, splits.input_dim), device, step
+        )
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         # Seeding per epoch makes a resumed run take exactly the batches and noise of an uninterrupted one.
@@ -140,6 +156,9 @@ def fit(
             batch = splits.train.index_select(0, order[index * batch_size : (index + 1) * batch_size])
             if splits.dynamic:
                 batch = binarize(batch, generator)
+            if graph_step is not None:
+                losses[index] = graph_step(batch)
+                continue
             log_likelihood, mu, logvar = step_fn(batch)
             loss = training_loss(objective, -log_likelihood, gaussian_kl(mu, logvar), step + index)
             optimizer.zero_grad(set_to_none=True)
@@ -152,11 +171,7 @@ def fit(
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad_step = step + int((~finite).nonzero()[0, 0])
-            raise TrainingDivergedError(
-                f"non-finite training loss at epoch {epoch}, step {bad_step}; objective "
-                f"{config.objective.kind}, learning rate {config.train.learning_rate}: lower the learning rate, "
-                "set train.grad_clip or check the data for NaN/inf"
-            )
+            raise TrainingDivergedError(divergence_message(config, epoch, bad_step))
         step += steps_per_epoch
         train_loss = float(losses.mean())
         if epoch % config.train.eval_every and epoch != config.train.epochs:
@@ -180,6 +195,66 @@ def fit(
     result.test = evaluate(model, splits.test, **final)
     result.model = model
     return result
+
+
+def _graphed_fit_step(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    objective: ObjectiveConfig,
+    config: RunConfig,
+    batch_shape: tuple[int, int],
+    device: torch.device,
+    first_step: int,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """fit's step (forward, loss, backward, clip, Adam) over static buffers, captured in a CUDA graph; None, with
+    the reason logged, where graphs are unavailable: fit then runs its plain eager loop."""
+    reason = graph_unavailable_reason(device)
+    if reason is not None:
+        logger.warning("train.cuda_graph: %s; training eagerly", reason)
+        return None
+    static_batch = torch.zeros(batch_shape, device=device)
+    static_loss = torch.zeros((), device=device)
+    step_count = torch.full((), float(first_step), device=device)
+    parameters = list(model.parameters())
+
+    def step() -> None:
+        log_likelihood, mu, logvar = model(static_batch)
+        loss = training_loss(objective, -log_likelihood, gaussian_kl(mu, logvar), step_count)
+        # autograd.grad writes fresh gradients each step: no zeroing inside the graph, no accumulation.
+        for parameter, gradient in zip(parameters, torch.autograd.grad(loss, parameters), strict=True):
+            parameter.grad = gradient
+        if config.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
+        optimizer.step()
+        static_loss.copy_(loss.detach())
+        step_count.add_(1.0)
+
+    graphed = GraphedStep(step, device)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        static_batch.copy_(batch)
+        graphed()
+        return static_loss
+
+    return run
+
+
+def check_split_sizes(splits: DataSplits) -> DataSplits:
+    """`splits` when they can train and evaluate a model, else a ValueError naming the sizes."""
+    if splits.train.shape[0] < 1 or splits.validation.shape[0] < 2 or splits.test.shape[0] < 2:
+        raise ValueError(
+            f"data splits need >= 1 training and >= 2 validation and test examples, got "
+            f"{splits.train.shape[0]}, {splits.validation.shape[0]}, {splits.test.shape[0]}"
+        )
+    return splits
+
+
+def divergence_message(config: RunConfig, epoch: int, step: int) -> str:
+    """What a run whose training loss became NaN/inf at `epoch`, `step` reports (a fit's error, a member's)."""
+    return (
+        f"non-finite training loss at epoch {epoch}, step {step}; objective {config.objective.kind}, learning rate "
+        f"{config.train.learning_rate}: lower the learning rate, set train.grad_clip or check the data for NaN/inf"
+    )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

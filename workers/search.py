@@ -49,17 +49,20 @@ def grid_size(spec: SweepSpec) -> int:
     return math.prod(len(values) for values in _grid(spec).values())
 
 
-def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def build_sampler(spec: SweepSpec, batch: bool = False) -> optuna.samplers.BaseSampler:
     """The spec's sampler, seeded. nsga2, tpe and gp honour the constraint values set on each trial.
 
     Start-up phases are shortened to a quarter of the budget so that short sweeps still leave the random phase.
+    `batch` (cohorts: K asks before any tell) gives TPE its constant liar, so that a batch does not pile onto one point.
     """
     startup = max(2, min(10, spec.n_trials // 4))
     if spec.sampler == "nsga2":
         population = max(4, min(50, math.ceil(spec.n_trials / 4)))
         return optuna.samplers.NSGAIISampler(population_size=population, seed=spec.seed)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=startup, seed=spec.seed, multivariate=True)
+        return optuna.samplers.TPESampler(
+            n_startup_trials=startup, seed=spec.seed, multivariate=True, constant_liar=batch
+        )
     if spec.sampler == "gp":
         return optuna.samplers.GPSampler(n_startup_trials=startup, seed=spec.seed)
     if spec.sampler == "grid":

@@ -19,13 +19,18 @@ class CollapseStopper(tune.Stopper):
         self.warmup_epochs, self.threshold = warmup_epochs, threshold
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        # A capacity trial whose C_t is still ramping up is collapsed by design, not by failure.
-        if result.get(FINAL_FLAG) == 1 or "rate" not in result or result.get("annealing") == 1:
-            return False
-        return int(result.get("epoch", 0)) >= self.warmup_epochs and float(result["rate"]) < self.threshold
+        return collapsed_after_warmup(result, self.warmup_epochs, self.threshold)
 
     def stop_all(self) -> bool:
         return False
+
+
+def collapsed_after_warmup(result: dict, warmup_epochs: int, threshold: float) -> bool:
+    """The collapse stopper's rule on one epoch's report (a trial's, or a cohort member's)."""
+    # A capacity trial whose C_t is still ramping up is collapsed by design, not by failure.
+    if result.get(FINAL_FLAG) == 1 or "rate" not in result or result.get("annealing") == 1:
+        return False
+    return int(result.get("epoch", 0)) >= warmup_epochs and float(result["rate"]) < threshold
 
 
 class CancelStopper(tune.Stopper):

@@ -20,6 +20,7 @@ from ray.tune.stopper import CombinedStopper, Stopper
 from rdvae import DataSplits, load_data
 from workers.budget import anneal_end_epoch, check_budget
 from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
+from workers.cohort_driver import cohort_outcomes, cohort_tuner
 from workers.datasets import checked_or_spec_error
 from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
@@ -107,12 +108,12 @@ def _stopper(spec: SweepSpec, sweep_id: str) -> Stopper:
     return CombinedStopper(*stoppers)
 
 
-def _tuner(
-    spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits | None = None
-) -> tune.Tuner:
+def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits | None = None) -> tune.Tuner:
     data = data if data is not None else load_data(spec.dataset)
     n_train = int(data.train.shape[0])
     check_budget(spec, n_train)
+    if spec.cohort_size > 1:
+        return cohort_tuner(spec, sweep_id, root, audit_dir, data)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, spec_json=spec.model_dump_json(), data=data, audit_dir=str(audit_dir)),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
@@ -228,7 +229,7 @@ def run_sweep(
         data = load_data(spec.dataset)
         log_dataset(tracker.client, tracker.parent_run_id, dataset, data.train.numpy())
         grid = _tuner(spec, sweep_id, root, audit_dir, data).fit()
-        trials, per_example = _outcomes(spec, grid, live)
+        trials, per_example = (cohort_outcomes if spec.cohort_size > 1 else _outcomes)(spec, grid, live)
         selection = select(spec, trials, per_example)
         png = render_rd_plane(trials, selection, title=_plot_title(spec, sweep_id))
         result = SweepResult(

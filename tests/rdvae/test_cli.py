@@ -145,3 +145,10 @@ def test_console_script_is_installed() -> None:
     )
     assert done.returncode == 2
     assert "argument --beta: must be > 0, got 0" in done.stderr
+
+
+def test_cuda_graph_flag_on_cpu_trains_eagerly_and_says_why() -> None:
+    done = run_cli("train", *TINY, "--device", "cpu", "--cuda-graph", "--iwae-samples", "0", "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "train.cuda_graph: CUDA graphs need a CUDA device, this run trains on cpu; training eagerly" in done.stderr
+    assert json.loads(done.stdout)["config"]["train"]["cuda_graph"] is True

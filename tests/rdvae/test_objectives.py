@@ -7,6 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from rdvae import ObjectiveConfig, training_loss
+from rdvae.objectives import scheduled_loss
 
 DISTORTION = torch.tensor([10.0, 20.0])  # mean 15
 KL = torch.tensor([[1.0, 3.0], [2.0, 0.0]])  # rate 3, per-dimension batch means (1.5, 1.5)
@@ -73,3 +74,23 @@ def test_loss_gradient_reaches_the_rate() -> None:
     training_loss(ObjectiveConfig(kind="beta", beta=3.0), DISTORTION, kl, step=0).backward()
     assert kl.grad is not None
     torch.testing.assert_close(kl.grad, torch.full_like(kl, 3.0 / 2))
+
+
+def test_stacked_numbers_under_vmap_give_each_configs_training_loss() -> None:
+    configs = [
+        ObjectiveConfig(),
+        ObjectiveConfig(kind="beta", beta=4.0, kl_warmup_steps=10),
+        ObjectiveConfig(kind="capacity", capacity=5.0, gamma=10.0, capacity_anneal_steps=10),
+        ObjectiveConfig(kind="beta", beta=1.0, free_bits=2.0),
+    ]
+    numbers = {key: torch.tensor([c.loss_numbers()[key] for c in configs]) for key in configs[0].loss_numbers()}
+    distortion, kl = DISTORTION.expand(len(configs), -1), KL.expand(len(configs), -1, -1)
+    for step in (0, 4, 6, 100):
+        stacked = torch.vmap(scheduled_loss, in_dims=(0, 0, 0, None))(numbers, distortion, kl, torch.tensor(step))
+        expected = [float(training_loss(c, DISTORTION, KL, step=step)) for c in configs]
+        assert stacked.tolist() == pytest.approx(expected)
+        # A device-tensor step (what a CUDA graph replays) gives what the int step gives.
+        assert [float(training_loss(c, DISTORTION, KL, step=torch.tensor(float(step)))) for c in configs] == (
+            pytest.approx(expected)
+        )
+    assert expected[1] != pytest.approx(float(training_loss(configs[1], DISTORTION, KL, step=0)))
