@@ -22,7 +22,7 @@ from service.cli import render as cli_render
 from service.cli.client import ApiClient, CliError, load_spec_file
 from service.stack.embedded import LOOPBACK, EmbeddedStack, executable, free_port, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # service/stack/demo.py -> the repository root
 DEFAULT_SPEC = ROOT / "examples" / "digits_collapse.yaml"
 
 

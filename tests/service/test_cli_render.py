@@ -52,3 +52,10 @@ def test_the_verdict_lines_give_the_gap_with_its_standard_error() -> None:
     assert lines[-1] == "Note: mutual_info is saturated for trial(s) [3]"
     undetermined = recommendation_lines({**VIEW, "max_elbo_collapsed": None, "max_elbo": KEPT})
     assert undetermined[1].startswith("Max-ELBO trial 2: undetermined (censored trials);")
+
+
+def test_the_demo_spec_is_the_shipped_collapse_example() -> None:
+    from service.stack.demo import DEFAULT_SPEC
+
+    assert DEFAULT_SPEC.is_file(), DEFAULT_SPEC  # `make demo` runs it from the repository's examples/
+    assert (DEFAULT_SPEC.parent.name, DEFAULT_SPEC.name) == ("examples", "digits_collapse.yaml")
