@@ -18,7 +18,6 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 
-from rdvae import DataSplits
 from rdvae.cohort import member_checkpoint_name
 from workers.callbacks import LIVE, LiveSweep, attempts, error_summary
 from workers.cohort_search import CohortOptunaSearch
@@ -28,7 +27,6 @@ from workers.cohort_trainable import (
     member_dir,
     member_reports,
     member_statuses,
-    train_cohort,
 )
 from workers.results import SweepProgress, TrialOutcome
 from workers.selection import annotate
@@ -50,38 +48,20 @@ def cohort_count(spec: SweepSpec) -> int:
     return spec.n_trials if splits else math.ceil(spec.n_trials / spec.cohort_size)
 
 
-def cohort_tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: DataSplits) -> tune.Tuner:
-    """The Tuner of a cohort sweep (restored, unfinished cohorts resuming from their checkpoint, when it exists).
+def cohort_plan(spec: SweepSpec, sweep_id: str) -> tuple[tune.TuneConfig, tune.Stopper, list[tune.Callback]]:
+    """What a cohort sweep's Tuner differs in: its search, scheduling, stopper and callback (see `workers.sweep`).
 
     `max_concurrent_trials` still counts trials: ceil(max_concurrent_trials / cohort_size) cohorts run at once,
     each with `spec.resources`. Stopping is per member inside the cohort, so Tune runs a FIFO scheduler.
     """
-    trainable = tune.with_resources(
-        tune.with_parameters(train_cohort, spec_json=spec.model_dump_json(), data=data, audit_dir=str(audit_dir)),
-        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+    tune_config = tune.TuneConfig(
+        search_alg=CohortOptunaSearch(spec),
+        scheduler=FIFOScheduler(),
+        num_samples=cohort_count(spec),
+        max_concurrent_trials=math.ceil(spec.max_concurrent_trials / spec.cohort_size),
+        reuse_actors=True,
     )
-    path = root / sweep_id
-    if tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=CohortOptunaSearch(spec),
-            scheduler=FIFOScheduler(),
-            num_samples=cohort_count(spec),
-            max_concurrent_trials=math.ceil(spec.max_concurrent_trials / spec.cohort_size),
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=sweep_id,
-            storage_path=str(root),
-            stop=CancelStopper(sweep_id),
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[CohortCallback(sweep_id)],
-            verbose=0,
-        ),
-    )
+    return tune_config, CancelStopper(sweep_id), [CohortCallback(sweep_id)]
 
 
 def _member_model_file(checkpoint_path: str | None, index: int) -> Path | None:

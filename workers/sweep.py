@@ -20,7 +20,8 @@ from ray.tune.stopper import CombinedStopper, Stopper
 from rdvae import DataSplits, load_data
 from workers.budget import anneal_end_epoch, check_budget
 from workers.callbacks import LIVE, LiveSweep, SweepCallback, attempts, error_summary
-from workers.cohort_driver import cohort_outcomes, cohort_tuner
+from workers.cohort_driver import cohort_outcomes, cohort_plan
+from workers.cohort_trainable import train_cohort
 from workers.datasets import checked_or_spec_error
 from workers.plot import render_rd_plane
 from workers.results import SweepProgress, SweepResult, TrialOutcome
@@ -112,10 +113,14 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: Da
     data = data if data is not None else load_data(spec.dataset)
     n_train = int(data.train.shape[0])
     check_budget(spec, n_train)
-    if spec.cohort_size > 1:
-        return cohort_tuner(spec, sweep_id, root, audit_dir, data)
+    cohorts = spec.cohort_size > 1
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, spec_json=spec.model_dump_json(), data=data, audit_dir=str(audit_dir)),
+        tune.with_parameters(
+            train_cohort if cohorts else train_trial,
+            spec_json=spec.model_dump_json(),
+            data=data,
+            audit_dir=str(audit_dir),
+        ),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = root / sweep_id
@@ -123,9 +128,10 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: Da
         # Finished and failed trials stay as they are; trials cut off with the driver continue from their last
         # checkpoint; the Optuna study, ASHA's rungs and the trial counter come back with the experiment state.
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
+    if cohorts:
+        tune_config, stop, callbacks = cohort_plan(spec, sweep_id)
+    else:
+        tune_config = tune.TuneConfig(
             search_alg=ConstrainedOptunaSearch(spec),
             scheduler=_scheduler(spec, n_train),
             num_samples=spec.n_trials,
@@ -133,16 +139,20 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: Da
             # A trial's process (torch, rdvae and the data already imported) serves the next trial: on short
             # trials a fresh worker process per trial costs as much as the training itself.
             reuse_actors=True,
-        ),
+        )
+        stop, callbacks = _stopper(spec, sweep_id), [SweepCallback(sweep_id)]
+    return tune.Tuner(
+        trainable,
+        tune_config=tune_config,
         run_config=tune.RunConfig(
             name=sweep_id,
             storage_path=str(root),
-            stop=_stopper(spec, sweep_id),
+            stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             # Two, not one: the saved experiment state may lag one report behind, and the checkpoint it names
             # must still exist when a killed driver's sweep is restored.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[SweepCallback(sweep_id)],
+            callbacks=callbacks,
             verbose=0,
         ),
     )
