@@ -23,7 +23,7 @@ GREY_LEVEL_SETS = ("mnist5k", "digits", "synthetic")
 class DataConfig(BaseModel):
     """Which data set, how it is split and how it is binarised; `file` data follow rdvae.datafiles' contract."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no true -> 1, no "3" -> 3
 
     name: str = Field(
         "digits",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -16,7 +16,7 @@ from rdvae.likelihoods import Likelihood, LikelihoodHead
 class ModelConfig(BaseModel):
     """Architecture of a VAE: encoder and decoder family, decoder likelihood, sizes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no true -> 1, no "3" -> 3
 
     encoder: Literal["mlp", "conv"] = "mlp"
     decoder: Literal["mlp", "conv", "made"] = Field(
@@ -36,7 +36,8 @@ class ModelConfig(BaseModel):
         "statistics are stored with the model, which reports D and reconstructions in the data's own units.",
     )
     latent_dim: int = Field(16, ge=1, le=512)
-    hidden_dims: tuple[int, ...] = Field((200, 200), min_length=1, max_length=6)
+    # lax only as a container (a JSON/YAML list is the usual spelling); each width is a strict int
+    hidden_dims: tuple[StrictInt, ...] = Field((200, 200), min_length=1, max_length=6, strict=False)
     activation: Literal["tanh", "relu"] = "tanh"
 
     @model_validator(mode="after")

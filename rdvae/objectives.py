@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class ObjectiveConfig(BaseModel):
     """Loss to minimise per example: D + beta*R (`beta`, `elbo` with beta=1) or D + gamma*|R - C_t| (`capacity`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no true -> 1, no "3" -> 3
 
     kind: Literal["elbo", "beta", "capacity"] = "elbo"
     beta: float = Field(1.0, gt=0.0, le=1e4, description="Weight of the rate in D + beta*R.")

@@ -29,7 +29,7 @@ logger = logging.getLogger("rdvae")
 class TrainConfig(BaseModel):
     """Optimisation settings of one training run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no true -> 1, no "3" -> 3
 
     epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(128, ge=1, le=65_536)
@@ -59,7 +59,7 @@ class TrainConfig(BaseModel):
 class RunConfig(BaseModel):
     """Everything that defines one training run: data, model, objective and optimisation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no true -> 1, no "3" -> 3
 
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

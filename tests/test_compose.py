@@ -32,7 +32,7 @@ EXERCISED_BY = {
     "mlflow": "tests/test_compose.py::test_mlflow_and_ray_commands_run_on_loopback",
     "ray-head": "tests/test_compose.py::test_mlflow_and_ray_commands_run_on_loopback",
     "ray-worker": "tests/test_compose.py::test_mlflow_and_ray_commands_run_on_loopback",
-    "api": "tests/service/test_service_cli.py::api_server (fixture: the api command and environment, localized)",
+    "api": "tests/service/cli/test_service_cli.py::api_server (fixture: the api command and environment, localized)",
 }
 # The stock postgres image runs its own entrypoint; only its healthcheck (pg_isready) is Docker-only.
 NOT_EXERCISED = {"postgres": "stock postgres:17 image; the suite uses SQLite for the service DB"}

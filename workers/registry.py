@@ -24,7 +24,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from rdvae import DataConfig, resolve_user_path
+from rdvae import DataConfig
 from workers.results import TrialOutcome
 from workers.spec import SweepSpec
 
@@ -50,28 +50,24 @@ def dataset_label(dataset: DataConfig) -> str:
     return f"file-{stem}"
 
 
-def dataset_digest(dataset: DataConfig) -> str:
-    """sha256 (first 16 hex) of the data config and, for a file, of the file's bytes: equal digests, equal data."""
-    digest = hashlib.sha256(dataset.model_dump_json().encode())
-    if dataset.name == "file" and dataset.path:
-        try:
-            with resolve_user_path(dataset.path).open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        except (OSError, ValueError):
-            digest.update(b"unreadable")
-    return digest.hexdigest()[:16]
+def dataset_digest(dataset: DataConfig, content_digest: str) -> str:
+    """The data's identity for champion comparisons (16 hex): the data config (splits, binarisation) and the content
+    digest the lineage records (`DatasetInfo.digest`, sha256 of the file's bytes): equal digests, equal data."""
+    return hashlib.sha256(f"{dataset.model_dump_json()}\n{content_digest}".encode()).hexdigest()[:16]
 
 
 def default_name(experiment: str, dataset: DataConfig) -> str:
     return f"{experiment}-{dataset_label(dataset)}-champion"
 
 
-def version_tags(trial: TrialOutcome, dataset: DataConfig, input_shape: list[int], sweep_id: str) -> dict[str, str]:
+def version_tags(
+    trial: TrialOutcome, dataset: DataConfig, content_digest: str, input_shape: list[int], sweep_id: str
+) -> dict[str, str]:
     """The lineage of a registered version: what it was trained on, how, and how well it does held out."""
     tags = {
         "rdvae.dataset": dataset_label(dataset),
-        "rdvae.dataset_digest": dataset_digest(dataset),
+        "rdvae.dataset_digest": dataset_digest(dataset, content_digest),
+        "rdvae.dataset_sha256": content_digest,
         "rdvae.input_shape": json.dumps(input_shape),
         "rdvae.sweep_id": sweep_id,
         "rdvae.trial_number": str(trial.number),
@@ -147,6 +143,7 @@ def register_recommended(
     experiment: str,
     registered_name: str | None,
     dataset: DataConfig,
+    content_digest: str,
     sweep_id: str,
     force: bool,
 ) -> Promotion:
@@ -154,15 +151,18 @@ def register_recommended(
     from mlflow.models import get_model_info
 
     shape = (get_model_info(trial.model_uri).metadata or {}).get("input_shape", [])
-    tags = version_tags(trial, dataset, [int(size) for size in shape], sweep_id)
+    tags = version_tags(trial, dataset, content_digest, [int(size) for size in shape], sweep_id)
     name = registered_name or default_name(experiment, dataset)
     return promote(client, name, trial.model_uri, tags, _description(trial, tags), force)
 
 
-def register_champion(client: MlflowClient, spec: SweepSpec, sweep_id: str, trial: TrialOutcome) -> str:
+def register_champion(
+    client: MlflowClient, spec: SweepSpec, sweep_id: str, trial: TrialOutcome, content_digest: str
+) -> str:
     """`register_recommended` for a sweep's spec; the parent run's `rdvae.champion` tag text."""
     done = register_recommended(client, trial, experiment=spec.mlflow.experiment_name,
                                 registered_name=spec.mlflow.registered_model_name, dataset=spec.dataset,
-                                sweep_id=sweep_id, force=spec.mlflow.force_champion)  # fmt: skip
+                                content_digest=content_digest, sweep_id=sweep_id,
+                                force=spec.mlflow.force_champion)  # fmt: skip
     verdict = "now @champion" if done.promoted else "not promoted"
     return f"models:/{done.name}/{done.version} ({verdict}: {done.reason})"

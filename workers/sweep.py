@@ -29,6 +29,7 @@ from workers.search import ConstrainedOptunaSearch
 from workers.selection import annotate, select
 from workers.spec import SpecError, SweepSpec, check_sweep_id
 from workers.stoppers import CancelStopper, CollapseStopper
+from workers.storage import atomic_local_filesystem, check_restorable
 from workers.tracking import SweepTracker, log_dataset, numeric_metrics
 from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, PER_EXAMPLE_FILE, load_per_example, train_trial
 
@@ -124,10 +125,14 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: Da
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     path = root / sweep_id
-    if tune.Tuner.can_restore(path):
+    filesystem = atomic_local_filesystem()  # a driver killed while Tune saves its state leaves the old state whole
+    if tune.Tuner.can_restore(str(path), storage_filesystem=filesystem):
         # Finished and failed trials stay as they are; trials cut off with the driver continue from their last
         # checkpoint; the Optuna study, ASHA's rungs and the trial counter come back with the experiment state.
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
+        check_restorable(path)
+        return tune.Tuner.restore(
+            str(path), trainable, resume_unfinished=True, resume_errored=False, storage_filesystem=filesystem
+        )
     if cohorts:
         tune_config, stop, callbacks = cohort_plan(spec, sweep_id)
     else:
@@ -147,6 +152,7 @@ def _tuner(spec: SweepSpec, sweep_id: str, root: Path, audit_dir: Path, data: Da
         run_config=tune.RunConfig(
             name=sweep_id,
             storage_path=str(root),
+            storage_filesystem=filesystem,
             stop=stop,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             # Two, not one: the saved experiment state may lag one report behind, and the checkpoint it names
@@ -254,7 +260,7 @@ def run_sweep(
             wall_seconds=time.perf_counter() - started,
             storage_path=str(sweep_dir),
         )
-        tracker.finish(result, png)
+        tracker.finish(result, png, dataset.digest)
         (sweep_dir / _RESULT_FILE).write_text(result.model_dump_json(indent=2))
         if on_progress is not None:
             on_progress(_final_progress(spec, result))

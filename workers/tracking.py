@@ -252,9 +252,9 @@ class SweepTracker:
             self.client.set_terminated(run_id, status=status)
         return info.model_uri
 
-    def finish(self, result: SweepResult, plot_png: bytes) -> None:
+    def finish(self, result: SweepResult, plot_png: bytes, data_digest: str) -> None:
         """Parent run: selection summary metrics, the RD plane, pareto.json, the trials table; register the
-        recommended model under the spec's name with alias `champion`."""
+        recommended model under the spec's name with alias `champion` (`data_digest`: DatasetInfo.digest)."""
         selection = result.selection
         summary = _summary_metrics(result.trials, selection)
         self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in summary.items()])
@@ -274,7 +274,9 @@ class SweepTracker:
             tags["rdvae.recommended_trial"] = recommended.trial_id
             # A resumed sweep that recommends the same trial again keeps its registered version.
             if previous.get("rdvae.recommended_trial") != recommended.trial_id or "rdvae.champion" not in previous:
-                tags["rdvae.champion"] = register_champion(self.client, self.spec, self.sweep_id, recommended)
+                tags["rdvae.champion"] = register_champion(
+                    self.client, self.spec, self.sweep_id, recommended, data_digest
+                )
         self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._close_orphans({trial.trial_id for trial in result.trials})
         self.client.set_terminated(self.parent_run_id, status="KILLED" if result.cancelled else "FINISHED")

@@ -15,6 +15,7 @@ from workers.results import TrialOutcome
 
 pytestmark = pytest.mark.slow
 DIGITS = DataConfig(name="digits")
+DIGITS_SHA256 = "sha256:" + "ab" * 32  # DatasetInfo.digest, what run_sweep passes
 
 
 class _Identity(mlflow.pyfunc.PythonModel):
@@ -40,9 +41,12 @@ def _trial(number: int, elbo: float, inputs: int = 64) -> TrialOutcome:
                         mlflow_run_id=run.info.run_id)  # fmt: skip
 
 
-def _register(client: MlflowClient, trial: TrialOutcome, name: str, force: bool = False):  # noqa: ANN202
+def _register(  # noqa: ANN202
+    client: MlflowClient, trial: TrialOutcome, name: str, force: bool = False, content_digest: str = DIGITS_SHA256
+):
     return register_recommended(client, trial, experiment="rdvae", registered_name=name, dataset=DIGITS,
-                                sweep_id=f"sweep-{trial.number}", force=force)  # fmt: skip
+                                content_digest=content_digest, sweep_id=f"sweep-{trial.number}",
+                                force=force)  # fmt: skip
 
 
 def _champion(client: MlflowClient, name: str, alias: str = "champion") -> str:
@@ -61,6 +65,8 @@ def test_champion_moves_only_to_a_better_model_on_the_same_data(client: MlflowCl
     assert _champion(client, name, PREVIOUS_ALIAS) == first.version  # the replaced champion stays reachable
     other_shape = _register(client, _trial(3, -10.0, inputs=784), name)
     assert not other_shape.promoted and "other data" in other_shape.reason
+    edited_file = _register(client, _trial(5, -10.0), name, content_digest="sha256:" + "cd" * 32)  # same config
+    assert not edited_file.promoted and "other data" in edited_file.reason
     forced = _register(client, _trial(4, -50.0), name, force=True)
     assert forced.promoted and _champion(client, name) == forced.version
 
@@ -71,6 +77,7 @@ def test_versions_carry_their_lineage_and_default_names_include_the_data_set(cli
     done = _register(client, _trial(7, -31.5), "registry-lineage")
     version = client.get_model_version("registry-lineage", done.version)
     assert version.tags["rdvae.dataset"] == "digits" and len(version.tags["rdvae.dataset_digest"]) == 16
+    assert version.tags["rdvae.dataset_sha256"] == DIGITS_SHA256
     assert version.tags["rdvae.input_shape"] == "[64]" and version.tags["rdvae.beta"] == "1.22"
     assert version.tags["rdvae.elbo"] == "-31.5" and version.tags["rdvae.iwae_ll"] == "-30.5"
     assert version.tags["rdvae.rate"] == "3.5" and version.tags["rdvae.sweep_id"] == "sweep-7"

@@ -43,6 +43,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
         ({"epochs": 0}, "epochs"),
         ({"dataset": {"name": "file"}}, "dataset"),
         ({"betta": 2.0}, "betta"),
+        # nested rdvae configs are as strict as the spec: no true -> 1, no "3" -> 3, no false -> 0
+        ({"model": {"latent_dim": True}}, "model.latent_dim"),
+        ({"model": {"hidden_dims": [16, "32"]}}, "model.hidden_dims.1"),
+        ({"dataset": {"name": "digits", "split_seed": False}}, "dataset.split_seed"),
+        ({"dataset": {"name": "digits", "validation_fraction": "0.2"}}, "dataset.validation_fraction"),
     ],
 )
 def test_invalid_specs_name_the_field(patch: dict, field: str) -> None:

@@ -97,6 +97,13 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(
     )
     assert len(children) == spec["n_trials"], "a child run was duplicated or lost on resume"
 
+    # Damaged state (a truncated search state): the driver refuses by name instead of quietly starting over.
+    search_state = max((tmp_path / "sweeps" / "resume").glob("search_gen_state-*.json"))
+    search_state.write_bytes(search_state.read_bytes()[:20])
+    refused = start_driver(tmp_path, spec, ray_cluster, mlflow_server)
+    assert refused.wait(timeout=120) == 1
+    assert f"sweep state file {search_state} is unreadable" in (tmp_path / "driver.log").read_text()
+
 
 def test_sigterm_cancels_gracefully_with_exit_3(tmp_path: Path, ray_cluster: str, mlflow_server: str) -> None:
     spec = spec_dict("cancel", n_trials=4, epochs=50)

@@ -21,7 +21,7 @@ from rdvae import DataConfig, load_data, synthetic_counts
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FINISHED = ("succeeded", "failed", "cancelled")
 
 

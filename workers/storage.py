@@ -1,0 +1,161 @@
+"""Where a sweep's Tune state lives: a local filesystem whose writes are atomic, and a check before restoring."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import ray.cloudpickle as cloudpickle
+
+_PARTIAL_SUFFIX = ".partial"
+# The files Tune restores a sweep from, newest name first, and how each is written: the experiment state is a JSON
+# document (pickled values embedded), the search wrappers' and the Optuna searcher's states are pickles.
+_STATE_FILES = {
+    "experiment_state-*.json": json.loads,
+    "search_gen_state-*.json": cloudpickle.loads,
+    "searcher-state-*.pkl": cloudpickle.loads,
+}
+
+
+def _process_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+_UMASK = _process_umask()  # read once, at import: os.umask is process-wide and Tune writes from threads
+
+
+class SweepStateError(RuntimeError):
+    """A sweep's saved Tune state cannot be read: resuming it would silently start the search over."""
+
+
+class _AtomicFile(io.RawIOBase):
+    """Writes go to a hidden sibling; close() renames it over the target, so readers see old or new, never half."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        target = Path(path)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_PARTIAL_SUFFIX, dir=target.parent)
+        os.fchmod(descriptor, 0o666 & ~_UMASK)  # what a plain open() would have given the file
+        self._handle = os.fdopen(descriptor, "wb")
+        self._temporary, self._target = temporary, target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+            os.replace(self._temporary, self._target)
+        super().close()
+
+
+class _AtomicLocalHandler(pafs.FileSystemHandler):
+    """pyarrow's LocalFileSystem, except that output streams are atomic `_AtomicFile`s."""
+
+    def __init__(self) -> None:
+        self._local = pafs.LocalFileSystem()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _AtomicLocalHandler)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __reduce__(self) -> tuple:
+        return (_AtomicLocalHandler, ())
+
+    def get_type_name(self) -> str:
+        return "rdvae-atomic-local"
+
+    def normalize_path(self, path: str) -> str:
+        return self._local.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self._local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self._local.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self._local.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise OSError("refusing to delete the contents of the filesystem root")
+
+    def delete_file(self, path: str) -> None:
+        self._local.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self._local.move(src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self._local.copy_file(src, dest)
+
+    def open_input_stream(self, path: str) -> pafs.NativeFile:
+        return self._local.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> pafs.NativeFile:
+        return self._local.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata: dict | None = None) -> object:
+        import pyarrow
+
+        return pyarrow.PythonFile(_AtomicFile(path), mode="w")
+
+    def open_append_stream(self, path: str, metadata: dict | None = None) -> pafs.NativeFile:
+        return self._local.open_append_stream(path)
+
+
+def atomic_local_filesystem() -> pafs.FileSystem:
+    """A local pyarrow filesystem for `RunConfig(storage_filesystem=...)` that never leaves a half-written file.
+
+    Tune uploads its experiment and searcher state from a staging folder with a plain copy; a driver killed
+    during that copy would leave a truncated state file, and Tune, failing to restore it, starts the whole sweep
+    again. Through this filesystem a killed copy leaves the previous file in place (and a hidden `.partial`).
+    """
+    return pafs.PyFileSystem(_AtomicLocalHandler())
+
+
+def check_restorable(experiment_dir: Path) -> None:
+    """Raise SweepStateError naming the file when the newest saved state of any kind cannot be unpickled.
+
+    Also removes `.partial` files left by a killed write. Tune itself would log the failure, then restart the
+    experiment from nothing with a half-restored search: trials lost, budgets counted twice.
+    """
+    for leftover in experiment_dir.rglob(f".*{_PARTIAL_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    for pattern, parse in _STATE_FILES.items():
+        found = sorted(experiment_dir.glob(pattern))
+        if not found:
+            continue
+        newest = found[-1]
+        try:
+            parse(newest.read_bytes())
+        except Exception as error:  # noqa: BLE001 - any unreadable state: truncated, empty, foreign
+            raise SweepStateError(
+                f"sweep state file {newest} is unreadable ({type(error).__name__}: {error}); refusing to resume "
+                "the sweep from nothing. Finished trials are in MLflow; start a new sweep id to run it again."
+            ) from error
+
