@@ -239,8 +239,10 @@ ROWS: list[tuple[str, Callable[[HeldOutMetrics], str]]] = [
     ("active units", lambda m: str(m.active_units)),
     ("ELBO (nats)", lambda m: f"{m.elbo:.3f}"),
     ("ELBO std. error (nats)", lambda m: f"{m.elbo_se:.3f}"),
-    ("mutual info I(x;z)", lambda m: f">= {m.mutual_info:.3f} (saturated)" if m.mutual_info_saturated
-                                     else f"{m.mutual_info:.3f}"),  # fmt: skip
+    (
+        "mutual info I(x;z)",
+        lambda m: f">= {m.mutual_info:.3f} (saturated)" if m.mutual_info_saturated else f"{m.mutual_info:.3f}",
+    ),  # fmt: skip
     ("marginal KL", lambda m: "- (MI saturated)" if m.marginal_kl is None else f"{m.marginal_kl:.3f}"),
     ("collapsed", lambda m: "yes" if m.collapsed else "no"),
 ]

@@ -158,4 +158,3 @@ def check_restorable(experiment_dir: Path) -> None:
                 f"sweep state file {newest} is unreadable ({type(error).__name__}: {error}); refusing to resume "
                 "the sweep from nothing. Finished trials are in MLflow; start a new sweep id to run it again."
             ) from error
-

@@ -107,9 +107,7 @@ def test_counts_nb_example_recovers_the_known_rates(finished: dict, mlflow_serve
     assert np.corrcoef(np.log(recovered.ravel()), np.log(true_validation.ravel()))[0, 1] > 0.9
 
 
-def test_gaussian_real_example_models_a_real_valued_file(
-    api: ApiProcess, finished: dict, mlflow_server: str
-) -> None:
+def test_gaussian_real_example_models_a_real_valued_file(api: ApiProcess, finished: dict, mlflow_server: str) -> None:
     data_root = Path(api.env["RDVAE_DATA_ROOT"])
     done, pareto = finished["real"]
     recommended = pareto["recommended"]["metrics"]
