@@ -103,7 +103,7 @@ def ray_cluster() -> Iterator[str]:
             _wait_for_ray(address, process)
             yield address
         finally:
-            stop_process(process)
+            stop_process(process, timeout=5.0)  # a Ray head lingers ~20 s on SIGTERM; its temp dir goes anyway
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
