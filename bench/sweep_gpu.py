@@ -105,7 +105,8 @@ def time_ray_sweep(spec: SweepSpec, args: argparse.Namespace) -> tuple[float, in
 def time_cohort_sweep(spec: SweepSpec, args: argparse.Namespace) -> tuple[float, int]:
     """(wall seconds, members completed) of the real sweep with cohorts as Ray Tune trials."""
     gpus = args.cohort_gpus if args.gpus > 0 else 0.0
-    cohort_spec = spec.model_copy(update={"cohort_size": args.cohort_size, "resources": {"cpus": 1, "gpus": gpus}})
+    resources = {"cpus": 1, "gpus": gpus, "cuda_graph": args.cuda_graph}  # graphs inside the Tune cohort trials too
+    cohort_spec = spec.model_copy(update={"cohort_size": args.cohort_size, "resources": resources})
     return time_ray_sweep(SweepSpec.model_validate(cohort_spec.model_dump()), args)
 
 
@@ -117,7 +118,11 @@ def main() -> None:
     parser.add_argument("--gpus", type=float, default=0.25, help="GPU fraction per Ray trial (0: CPU trials)")
     parser.add_argument("--concurrency", type=int, default=4, help="Ray trials at a time")
     parser.add_argument("--cohort-size", type=int, default=128)
-    parser.add_argument("--cuda-graph", action="store_true", help="cohorts replay their step from a CUDA graph")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="cohorts replay their step from a CUDA graph (in this process, and as Tune trials: resources.cuda_graph)",
+    )
     parser.add_argument("--latent-dim", type=int, default=16)
     parser.add_argument("--hidden", type=int, nargs="+", default=[200])
     parser.add_argument("--iwae-samples", type=int, default=100)

@@ -148,6 +148,12 @@ class Resources(_Strict):
 
     cpus: float = Field(1.0, gt=0.0, le=256.0)
     gpus: float = Field(0.0, ge=0.0, le=1.0, description="GPU fraction per trial, in [0, 1].")
+    cuda_graph: bool = Field(
+        False,
+        description="On a GPU, capture each trial's (or cohort's) whole training step in a CUDA graph and replay it "
+        "(rdvae `TrainConfig.cuda_graph`): the step of a small VAE is launch-bound, and the graph removes the "
+        "launches. Where capture is not possible the trial trains eagerly and its log says why; on CPU it is ignored.",
+    )
 
 
 class EarlyStopping(_Strict):

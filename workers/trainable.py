@@ -41,6 +41,7 @@ def run_config(spec: SweepSpec, params: dict[str, Any], device: str = "cpu") -> 
             learning_rate=float(params.get("learning_rate", spec.learning_rate)),
             seed=spec.seed,
             device=device,
+            cuda_graph=spec.resources.cuda_graph and device.startswith("cuda"),
             iwae_samples=spec.iwae_samples,
             collapse_rate_threshold=spec.collapse_rate_threshold,
         ),

@@ -1,4 +1,4 @@
-"""The trial function without a Ray cluster: device choice from Ray's GPU assignment, and Tune's resources."""
+"""The trial function without a Ray cluster: device and CUDA graphs from Ray's GPU assignment, Tune's resources."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def test_a_trial_trains_on_cuda_exactly_when_ray_assigned_it_a_gpu(
 
     def fake_fit(config: object, **_: object) -> None:
         seen["device"] = config.train.device  # type: ignore[attr-defined]
+        seen["cuda_graph"] = config.train.cuda_graph  # type: ignore[attr-defined]
         raise _CapturedError
 
     monkeypatch.setattr(trainable_module, "fit", fake_fit)
@@ -33,12 +34,13 @@ def test_a_trial_trains_on_cuda_exactly_when_ray_assigned_it_a_gpu(
     monkeypatch.setattr(trainable_module.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0"))
     monkeypatch.setattr(trainable_module.tune, "get_checkpoint", lambda: None)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    spec = SweepSpec.model_validate({"dataset": "digits", "resources": {"gpus": 0.25}})
+    spec = SweepSpec.model_validate({"dataset": "digits", "resources": {"gpus": 0.25, "cuda_graph": True}})
     with pytest.raises(_CapturedError):
         train_trial(
             {"objective": "beta", "beta": 1.0}, spec_json=spec.model_dump_json(), data=None, audit_dir=str(tmp_path)
         )
-    assert seen["device"] == device
+    # resources.cuda_graph reaches rdvae on a GPU only: a CPU trial trains eagerly without a warning per trial
+    assert seen == {"device": device, "cuda_graph": device == "cuda"}
 
 
 def test_tune_receives_the_fractional_gpu_and_the_retry_budget(tmp_path: Path) -> None:
