@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from rdvae import DatasetInfo
+
 TrialStatus = Literal["running", "completed", "stopped", "failed"]
 
 
@@ -97,3 +99,6 @@ class SweepResult(BaseModel):
     cancelled: bool = False
     wall_seconds: float = 0.0
     storage_path: str | None = Field(None, description="The sweep's directory (Tune experiment state, resumable).")
+    dataset: DatasetInfo | None = Field(
+        None, description="The data set as the driver read it when it (last) started: digest, shape, likelihood."
+    )

@@ -259,6 +259,7 @@ def run_sweep(
             cancelled=live.cancelled,
             wall_seconds=time.perf_counter() - started,
             storage_path=str(sweep_dir),
+            dataset=dataset,
         )
         tracker.finish(result, png, dataset.digest)
         (sweep_dir / _RESULT_FILE).write_text(result.model_dump_json(indent=2))

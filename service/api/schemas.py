@@ -73,6 +73,14 @@ class SweepDetail(SweepSummary):
     dataset: DatasetInfo | None = Field(
         None, description="The data set as checked at submit: digest, shape, dtype, likelihood (its lineage)."
     )
+    trained_on: DatasetInfo | None = Field(
+        None, description="The data set as the driver read it when it (last) started; known once the sweep has ended."
+    )
+    dataset_changed: bool | None = Field(
+        None,
+        description="True when the driver trained on other bytes than those checked at submit (the file changed in "
+        "between): the lineage is `trained_on`'s. None until both are known.",
+    )
     spec: SweepSpec
 
 

@@ -335,6 +335,8 @@ class Runner:
         result = self._read_result(directory)
         if result is not None:
             store.apply_result(sweep, result)
+            if sweep.trained_on()[1]:
+                logger.warning("sweep %s: the driver trained on other data than was checked at submit", sweep.id)
         if sweep.cancel_requested and sweep.error:  # stopped by the runner (start timeout), not by a user
             self._finish(sweep, "failed", error=sweep.error)
         elif code == 0 and result is not None:

@@ -82,6 +82,15 @@ class Sweep(Base):
     def dataset(self) -> DatasetInfo | None:
         return DatasetInfo.model_validate_json(self.dataset_json) if self.dataset_json else None
 
+    def trained_on(self) -> tuple[DatasetInfo | None, bool | None]:
+        """The data set as the driver read it (from the result), and whether its digest differs from the one
+        checked at submit (None until both are known)."""
+        result = self.result
+        trained = result.dataset if result is not None else None
+        submitted = self.dataset
+        changed = None if trained is None or submitted is None else trained.digest != submitted.digest
+        return trained, changed
+
 
 def create_sweep(
     session: Session, spec: SweepSpec, owner: str, origin: str = "api", dataset: DatasetInfo | None = None

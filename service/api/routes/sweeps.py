@@ -185,6 +185,7 @@ async def get_sweep(
 
 
 def _detail(request: Request, sweep: store.Sweep, position: int | None, settings: Settings) -> SweepDetail:
+    trained_on, dataset_changed = sweep.trained_on()
     return SweepDetail(
         **_summary(request, sweep).model_dump(),
         queue_position=position,
@@ -195,6 +196,8 @@ def _detail(request: Request, sweep: store.Sweep, position: int | None, settings
         mlflow_parent_run_url=_mlflow_url(settings, sweep),
         driver_launches=sweep.launches,
         dataset=sweep.dataset,
+        trained_on=trained_on,
+        dataset_changed=dataset_changed,
         spec=sweep.spec,
     )
 

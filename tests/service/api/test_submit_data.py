@@ -17,7 +17,11 @@ from scipy import sparse
 from service_helpers import TOKEN
 
 from service.api.app import create_app
+from service.queue import store
+from service.queue.db import make_engine, make_session_factory, session_scope
 from service.settings import Settings
+from workers import Selection, SweepResult, SweepSpec
+from workers.datasets import check_sweep_data
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TINY = {"n_trials": 2, "epochs": 1}
@@ -136,6 +140,30 @@ def test_an_accepted_sweep_shows_its_data_sets_lineage(
         "likelihood": model.get("likelihood", "bernoulli"),
         "binarization": dataset.get("binarization", "none"),
     }
+
+
+def test_a_file_replaced_after_submit_shows_what_the_driver_trained_on(
+    client: TestClient, files: Path, settings: Settings
+) -> None:
+    status, body = _submit(client, {"name": "file", "path": "standardised.npy"}, likelihood="gaussian")
+    assert status == 202, body
+    spec = SweepSpec.model_validate(client.get(body["status_url"]).json()["spec"])
+    factory = make_session_factory(make_engine(settings.resolved_database_url))
+
+    def driver_reports() -> dict:  # what the runner stores when the driver's result.json arrives
+        result = SweepResult(name="x", trials=[], selection=Selection(), dataset=check_sweep_data(spec, files))
+        with session_scope(factory) as session:
+            store.apply_result(store.get_sweep(session, body["id"]), result)
+        return client.get(body["status_url"]).json()
+
+    assert client.get(body["status_url"]).json()["dataset_changed"] is None  # nothing trained yet
+    same = driver_reports()
+    assert same["trained_on"] == same["dataset"] and same["dataset_changed"] is False
+    np.save(files / "standardised.npy", RNG.standard_normal((50, 16)))  # replaced before a (re)launched driver read it
+    changed = driver_reports()
+    assert changed["dataset_changed"] is True and changed["dataset"] == same["dataset"]
+    digest = hashlib.sha256((files / "standardised.npy").read_bytes()).hexdigest()
+    assert changed["trained_on"]["digest"] == f"sha256:{digest}" and changed["trained_on"]["shape"] == [50, 16]
 
 
 def test_a_built_in_set_has_the_digest_of_its_array(client: TestClient) -> None:

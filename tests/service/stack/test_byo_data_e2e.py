@@ -128,5 +128,6 @@ def test_gaussian_real_example_models_a_real_valued_file(api: ApiProcess, finish
         "likelihood": "gaussian",
         "binarization": "none",
     }
+    assert done["trained_on"] == done["dataset"] and done["dataset_changed"] is False  # the real driver's report
     _logged, tags = _logged_dataset(mlflow_server, done["mlflow_parent_run_id"])
     assert tags["rdvae.dataset.digest"] == f"sha256:{digest}" and tags["rdvae.dataset.shape"] == "[569, 30]"
