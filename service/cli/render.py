@@ -43,6 +43,9 @@ def sweep_table(sweep: dict[str, Any]) -> Table:
         table.add_row("MLflow", sweep["mlflow_parent_run_url"])
     if sweep.get("error"):
         table.add_row("error", sweep["error"].strip().splitlines()[-1])
+    if sweep.get("dataset_changed"):
+        submitted, trained = sweep["dataset"]["digest"], sweep["trained_on"]["digest"]
+        table.add_row("data", f"changed after submit: checked {submitted[:19]}…, trained on {trained[:19]}…")
     return table
 
 

@@ -1,10 +1,10 @@
-"""The CLI's answer: the Pareto table with the max-ELBO trial, saturated MI marked, the verdict lines."""
+"""The CLI's answer: the Pareto table (max-ELBO trial, saturated MI marked), the verdict lines, the status table."""
 
 from __future__ import annotations
 
 from rich.console import Console
 
-from service.cli.render import pareto_table, recommendation_lines
+from service.cli.render import pareto_table, recommendation_lines, sweep_table
 
 
 def _trial(number: int, beta: float, elbo: float, rate: float, units: int, **extra: float) -> dict:
@@ -59,3 +59,16 @@ def test_the_demo_spec_is_the_shipped_collapse_example() -> None:
 
     assert DEFAULT_SPEC.is_file(), DEFAULT_SPEC  # `make demo` runs it from the repository's examples/
     assert (DEFAULT_SPEC.parent.name, DEFAULT_SPEC.name) == ("examples", "digits_collapse.yaml")
+
+
+def test_the_status_table_says_when_the_data_changed_after_submit() -> None:
+    sweep = {"id": "s1", "name": "n", "status": "succeeded", "best_elbo": -23.2,
+             "progress": {"total": 2, "done": 2, "completed": 2, "running": 0, "failed": 0, "collapsed": 0},
+             "dataset": {"digest": "sha256:" + "a" * 64}, "trained_on": {"digest": "sha256:" + "b" * 64},
+             "dataset_changed": False}  # fmt: skip
+    console = Console(width=200, record=True)
+    console.print(sweep_table(sweep))
+    assert "changed after submit" not in console.export_text()
+    console.print(sweep_table({**sweep, "dataset_changed": True}))
+    shown = console.export_text()
+    assert "changed after submit: checked sha256:aaaaaaaaaaaa…, trained on sha256:bbbbbbbbbbbb…" in shown
