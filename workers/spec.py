@@ -369,6 +369,17 @@ def parse_spec(data: Any) -> SweepSpec:
         raise SpecError(f"invalid sweep spec: {describe_validation_error(error)}") from error
 
 
+class SpecYamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float, as YAML 1.2 does (PyYAML follows YAML 1.1: a string without a dot)."""
+
+
+SpecYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read a SweepSpec from a .yaml/.yml or .json file."""
     path = Path(path)
@@ -379,7 +390,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     except OSError as error:
         raise SpecError(f"spec file {path}: cannot be read ({error.strerror})") from error
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=SpecYamlLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise SpecError(f"spec file {path}: not valid {path.suffix[1:].upper()} ({error})") from error
     return parse_spec(data)

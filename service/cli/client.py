@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,13 +42,25 @@ def _read_capped(path: Path) -> str:
     return data.decode("utf-8")
 
 
+class _SpecYamlLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float, as YAML 1.2 does and the driver's loader (workers.spec) does; the
+    CLI keeps its own copy so that submitting a spec does not import workers (torch)."""
+
+
+_SpecYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_spec_file(path: Path) -> dict[str, Any]:
     """A spec (or schedule) YAML/JSON file as a mapping; the server validates its content. Any failure to read
     or parse it is one CliError line (exit 2): size, encoding, YAML syntax, alias bombs, recursion."""
     if not path.exists():
         raise CliError(f"spec file {path} not found", EXIT_INVALID)
     try:
-        document = yaml.safe_load(_read_capped(path))
+        document = yaml.load(_read_capped(path), Loader=_SpecYamlLoader)
     except (OSError, UnicodeDecodeError) as error:  # a directory, no permission, not UTF-8
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise CliError(f"spec file {path} cannot be read: {reason}", EXIT_INVALID) from error

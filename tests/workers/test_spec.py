@@ -84,3 +84,14 @@ def test_load_spec_reads_json_and_refuses_other_files(tmp_path: Path) -> None:
 def test_a_gpu_fraction_is_accepted_as_given() -> None:
     spec = parse_spec({"dataset": "digits", "resources": {"cpus": 2, "gpus": 0.25}})
     assert (spec.resources.cpus, spec.resources.gpus) == (2.0, 0.25)
+
+
+def test_yaml_exponent_floats_are_numbers_and_quoted_numbers_stay_refused(tmp_path: Path) -> None:
+    # PyYAML alone reads `1e-3` (no dot) as a string, which the strict spec would refuse
+    path = tmp_path / "spec.yaml"
+    path.write_text("dataset: digits\nlearning_rate: 1e-3\nsearch_space:\n  beta: {low: 1e-2, high: 1E1}\n")
+    spec = load_spec(path)
+    assert (spec.learning_rate, spec.search_space.beta.low, spec.search_space.beta.high) == (0.001, 0.01, 10.0)
+    path.write_text("dataset: digits\nlearning_rate: '1e-3'\n")
+    with pytest.raises(SpecError, match="learning_rate"):
+        load_spec(path)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from service_helpers import TOKEN, ApiProcess, free_port
 
 RDVAE = str(Path(sys.executable).parent / "rdvae")
@@ -37,6 +38,19 @@ def test_spec_files_json_cannot_carry_are_exit_2(tmp_path: Path, content: bytes,
     answer = rdvae("submit", str(spec), url=f"http://127.0.0.1:{free_port()}")
     assert answer.returncode == 2, answer.stderr
     assert reason in answer.stderr and "Traceback" not in answer.stderr
+
+
+def test_the_cli_reads_yaml_numbers_as_the_driver_does(tmp_path: Path) -> None:
+    # the CLI keeps its own loader (no torch import on submit); it must agree with the driver's, 1e-3 included
+    from service.cli.client import load_spec_file
+    from workers.spec import SpecYamlLoader
+
+    text = "a: 1e-3\nb: -2E+4\nc: .5e-1\nd: 3\ne: 1.5\nf: '1e-3'\ng: 1e\nh: e5\ni: 1_000\n"
+    (tmp_path / "spec.yaml").write_text(text)
+    read = load_spec_file(tmp_path / "spec.yaml")
+    assert read == yaml.load(text, Loader=SpecYamlLoader)
+    expected = {"a": 0.001, "b": -20000.0, "c": 0.05, "d": 3, "e": 1.5, "f": "1e-3", "g": "1e", "h": "e5", "i": 1000}
+    assert read == expected
 
 
 def test_a_directory_is_not_a_spec_file(tmp_path: Path) -> None:
