@@ -27,6 +27,7 @@ from rdvae.cohort import COHORT_CHECKPOINT, MemberResult, fit_cohort
 from workers.budget import anneal_end_epoch
 from workers.spec import SweepSpec
 from workers.stoppers import collapsed_after_warmup
+from workers.storage import checkpoint_directory
 from workers.trainable import CHECKPOINT_FILE, FINAL_FLAG, PER_EXAMPLE_FILE, _record_start, run_config, save_per_example
 
 MEMBERS_KEY = "members"  # config: JSON list of {"number": Optuna trial number, "params": sampled params}
@@ -200,7 +201,7 @@ def _resume_point(checkpoint_dir: Path) -> tuple[Path | None, int, list[list[dic
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None, 0, []
-    with checkpoint.as_directory() as directory:
+    with checkpoint_directory(checkpoint) as directory:
         shutil.copytree(directory, checkpoint_dir, dirs_exist_ok=True)
     path = checkpoint_dir / COHORT_CHECKPOINT
     if not path.is_file():

@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from rdvae import DataConfig
+from rdvae import DataConfig, resolve_user_path
 from workers.results import TrialOutcome
 from workers.spec import SweepSpec
 
@@ -54,6 +55,18 @@ def dataset_digest(dataset: DataConfig, content_digest: str) -> str:
     """The data's identity for champion comparisons (16 hex): the data config (splits, binarisation) and the content
     digest the lineage records (`DatasetInfo.digest`, sha256 of the file's bytes): equal digests, equal data."""
     return hashlib.sha256(f"{dataset.model_dump_json()}\n{content_digest}".encode()).hexdigest()[:16]
+
+
+def _legacy_dataset_digest(dataset: DataConfig) -> str:
+    """The identity digest that versions registered before `rdvae.dataset_sha256` carry (config JSON, then the
+    file's bytes, first 16 hex): a champion from then is compared on its own terms, not refused as other data."""
+    digest = hashlib.sha256(dataset.model_dump_json().encode())
+    if dataset.name == "file" and dataset.path:
+        try:
+            digest.update(resolve_user_path(dataset.path).read_bytes())
+        except (OSError, ValueError):
+            digest.update(b"unreadable")
+    return digest.hexdigest()[:16]
 
 
 def default_name(experiment: str, dataset: DataConfig) -> str:
@@ -101,13 +114,21 @@ def _champion(client: MlflowClient, name: str) -> tuple[str, dict[str, str]] | N
     return version.version, dict(version.tags)
 
 
-def _decide(candidate: dict[str, str], champion: tuple[str, dict[str, str]] | None, force: bool) -> tuple[bool, str]:
+def _decide(
+    candidate: dict[str, str],
+    champion: tuple[str, dict[str, str]] | None,
+    force: bool,
+    legacy_digest: Callable[[], str],
+) -> tuple[bool, str]:
     if champion is None:
         return True, "first champion under this name"
     version, tags = champion
     if force:
         return True, f"forced (mlflow.force_champion) over version {version}"
-    same_data = all(tags.get(key) == candidate[key] for key in ("rdvae.dataset_digest", "rdvae.input_shape"))
+    digest = candidate["rdvae.dataset_digest"] if "rdvae.dataset_sha256" in tags else legacy_digest()
+    same_data = (
+        tags.get("rdvae.dataset_digest") == digest and tags.get("rdvae.input_shape") == candidate["rdvae.input_shape"]
+    )
     if not same_data:
         return False, (
             f"champion version {version} was trained on other data ({tags.get('rdvae.dataset')}, "
@@ -120,12 +141,18 @@ def _decide(candidate: dict[str, str], champion: tuple[str, dict[str, str]] | No
 
 
 def promote(
-    client: MlflowClient, name: str, model_uri: str, tags: dict[str, str], description: str, force: bool = False
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    tags: dict[str, str],
+    description: str,
+    force: bool,
+    legacy_digest: Callable[[], str],
 ) -> Promotion:
     """Register `model_uri` as a new version of `name` with `tags`, and move `@champion` to it when it wins.
     (MLflow's fluent tracking URI must be the client's: `mlflow.register_model` links MLflow 3 logged models.)"""
     champion = _champion(client, name)
-    promoted, reason = _decide(tags, champion, force)
+    promoted, reason = _decide(tags, champion, force, legacy_digest)
     version = mlflow.register_model(model_uri, name, tags=tags)
     client.update_model_version(name, version.version, description=description)
     if promoted:
@@ -153,7 +180,8 @@ def register_recommended(
     shape = (get_model_info(trial.model_uri).metadata or {}).get("input_shape", [])
     tags = version_tags(trial, dataset, content_digest, [int(size) for size in shape], sweep_id)
     name = registered_name or default_name(experiment, dataset)
-    return promote(client, name, trial.model_uri, tags, _description(trial, tags), force)
+    description = _description(trial, tags)
+    return promote(client, name, trial.model_uri, tags, description, force, lambda: _legacy_dataset_digest(dataset))
 
 
 def register_champion(

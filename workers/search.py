@@ -89,7 +89,8 @@ def warm_start_points(spec: SweepSpec) -> list[dict[str, Any]]:
                 point[name] = min(max(float(value), bounds.low), bounds.high)
         for name, choices in (("latent_dim", space.latent_dim), ("decoder", space.decoder)):
             if choices is not None and params.get(name) in choices:
-                point[name] = params[name]
+                # the choice itself, not the given value: 16.0 equals 16 but a model's latent_dim is a strict int
+                point[name] = choices[list(choices).index(params[name])]
         points.append(point)
     return points
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import os
-import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import ray.cloudpickle as cloudpickle
 
 _PARTIAL_SUFFIX = ".partial"
+_TYPE_NAME = "rdvae-atomic-local"
 # The files Tune restores a sweep from, newest name first, and how each is written: the experiment state is a JSON
 # document (pickled values embedded), the search wrappers' and the Optuna searcher's states are pickles.
 _STATE_FILES = {
@@ -21,27 +25,29 @@ _STATE_FILES = {
 }
 
 
-def _process_umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-_UMASK = _process_umask()  # read once, at import: os.umask is process-wide and Tune writes from threads
-
-
 class SweepStateError(RuntimeError):
     """A sweep's saved Tune state cannot be read: resuming it would silently start the search over."""
 
 
+def _state_parser(name: str) -> Callable[[bytes], object] | None:
+    """How to read a file of this name if it is one Tune restores a sweep from, else None."""
+    return next((parse for pattern, parse in _STATE_FILES.items() if fnmatch.fnmatch(name, pattern)), None)
+
+
 class _AtomicFile(io.RawIOBase):
-    """Writes go to a hidden sibling; close() renames it over the target, so readers see old or new, never half."""
+    """Writes go to a hidden sibling; close() renames it over the target, so readers see old or new, never half.
+
+    A Tune state file is renamed only if it parses: Tune may rewrite its staging copy while a sync reads it, and a
+    torn copy must not replace the last good state. A stream dropped without close() leaves the target alone."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
         target = Path(path)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_PARTIAL_SUFFIX, dir=target.parent)
-        os.fchmod(descriptor, 0o666 & ~_UMASK)  # what a plain open() would have given the file
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}{_PARTIAL_SUFFIX}")
+        # 0o666 through the kernel's umask, as a plain open() creates it; an existing file keeps its own mode
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        if target.exists():
+            os.fchmod(descriptor, target.stat().st_mode & 0o7777)
         self._handle = os.fdopen(descriptor, "wb")
         self._temporary, self._target = temporary, target
 
@@ -58,8 +64,27 @@ class _AtomicFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._handle.close()
-            os.replace(self._temporary, self._target)
+            if self._whole():
+                os.replace(self._temporary, self._target)
+            else:
+                self._temporary.unlink(missing_ok=True)
         super().close()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and not self.closed:  # never closed: an abandoned write, not a finished one
+            handle.close()
+            self._temporary.unlink(missing_ok=True)
+
+    def _whole(self) -> bool:
+        parse = _state_parser(self._target.name)
+        if parse is None:
+            return True
+        try:
+            parse(self._temporary.read_bytes())
+        except Exception:  # noqa: BLE001 - truncated, torn, empty: keep the last good state
+            return False
+        return True
 
 
 class _AtomicLocalHandler(pafs.FileSystemHandler):
@@ -81,7 +106,7 @@ class _AtomicLocalHandler(pafs.FileSystemHandler):
         return (_AtomicLocalHandler, ())
 
     def get_type_name(self) -> str:
-        return "rdvae-atomic-local"
+        return _TYPE_NAME
 
     def normalize_path(self, path: str) -> str:
         return self._local.normalize_path(path)
@@ -133,13 +158,26 @@ def atomic_local_filesystem() -> pafs.FileSystem:
 
     Tune uploads its experiment and searcher state from a staging folder with a plain copy; a driver killed
     during that copy would leave a truncated state file, and Tune, failing to restore it, starts the whole sweep
-    again. Through this filesystem a killed copy leaves the previous file in place (and a hidden `.partial`).
+    again. Through this filesystem a killed copy leaves the previous file in place (and a hidden `.partial`), and
+    a state file that does not parse is never committed.
     """
     return pafs.PyFileSystem(_AtomicLocalHandler())
 
 
+@contextmanager
+def checkpoint_directory(checkpoint: object) -> Iterator[Path]:
+    """A Tune checkpoint's folder, read in place when it is on this machine's disk. (`Checkpoint.as_directory`
+    reads in place only on pyarrow's own LocalFileSystem and copies everything else, ours included, to /tmp.)"""
+    path = Path(checkpoint.path)  # type: ignore[attr-defined]
+    if checkpoint.filesystem.type_name.endswith(_TYPE_NAME) and path.is_dir():  # type: ignore[attr-defined]
+        yield path
+    else:
+        with checkpoint.as_directory() as directory:  # type: ignore[attr-defined]
+            yield Path(directory)
+
+
 def check_restorable(experiment_dir: Path) -> None:
-    """Raise SweepStateError naming the file when the newest saved state of any kind cannot be unpickled.
+    """Raise SweepStateError naming the file when the newest saved state of any kind cannot be parsed.
 
     Also removes `.partial` files left by a killed write. Tune itself would log the failure, then restart the
     experiment from nothing with a half-restored search: trials lost, budgets counted twice.

@@ -17,6 +17,7 @@ from ray import tune
 from rdvae import DataSplits, HeldOutMetrics, ModelConfig, ObjectiveConfig, RunConfig, TrainConfig, fit
 from workers.budget import anneal_end_epoch, capacity_ramp
 from workers.spec import SweepSpec
+from workers.storage import checkpoint_directory
 
 CHECKPOINT_FILE = "model.pt"
 PER_EXAMPLE_FILE = "per_example.npz"
@@ -77,9 +78,9 @@ def train_trial(config: dict[str, Any], *, spec_json: str, data: DataSplits, aud
     if checkpoint is not None:
         # Copy out of Tune's directory: the next report may rotate the checkpoint we resume from.
         resume_from = workdir / "resume.pt"
-        with checkpoint.as_directory() as directory:
-            resume_from.write_bytes((Path(directory) / CHECKPOINT_FILE).read_bytes())
-            resumed_epoch = json.loads((Path(directory) / "epoch.json").read_text())["epoch"]
+        with checkpoint_directory(checkpoint) as directory:
+            resume_from.write_bytes((directory / CHECKPOINT_FILE).read_bytes())
+            resumed_epoch = json.loads((directory / "epoch.json").read_text())["epoch"]
     _record_start(audit_dir, context.get_trial_id(), resumed_epoch)
     checkpoint_dir = workdir / "checkpoint"
     checkpoint_dir.mkdir()

@@ -3,6 +3,7 @@ data and input shape (or when forced), versions carry their lineage, the replace
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import mlflow
@@ -82,3 +83,18 @@ def test_versions_carry_their_lineage_and_default_names_include_the_data_set(cli
     assert version.tags["rdvae.elbo"] == "-31.5" and version.tags["rdvae.iwae_ll"] == "-30.5"
     assert version.tags["rdvae.rate"] == "3.5" and version.tags["rdvae.sweep_id"] == "sweep-7"
     assert "trial 7 of sweep sweep-7 on digits" in version.description and "beta=1.22" in version.description
+
+
+def test_a_champion_registered_before_content_digests_is_judged_on_its_own_digest(client: MlflowClient) -> None:
+    name = "registry-legacy"
+    old = _register(client, _trial(10, -30.0), name)
+    # what versions registered before `rdvae.dataset_sha256` carry: 16 hex of the config (and a file's bytes)
+    legacy = hashlib.sha256(DIGITS.model_dump_json().encode()).hexdigest()[:16]
+    client.set_model_version_tag(name, old.version, "rdvae.dataset_digest", legacy)
+    client.delete_model_version_tag(name, old.version, "rdvae.dataset_sha256")
+    better = _register(client, _trial(11, -25.0), name)
+    assert better.promoted, better.reason  # not refused as "other data"
+    client.set_model_version_tag(name, better.version, "rdvae.dataset_digest", "0" * 16)
+    client.delete_model_version_tag(name, better.version, "rdvae.dataset_sha256")
+    other = _register(client, _trial(12, -20.0), name)
+    assert not other.promoted and "other data" in other.reason

@@ -32,6 +32,15 @@ def test_warm_start_points_are_clipped_and_suggested_first() -> None:
     assert 0.1 <= third.get("beta", 1.0) <= 2.0 and 0 <= third.get("C", 0.0) <= 9
 
 
+def test_a_warm_start_latent_dim_given_as_a_float_becomes_the_int_choice() -> None:
+    spec = SweepSpec.model_validate(
+        {"search_space": {"latent_dim": [8, 16]}, "warm_start_params": [{"beta": 1.0, "latent_dim": 16.0}]}
+    )
+    (point,) = warm_start_points(spec)
+    assert point["latent_dim"] == 16 and type(point["latent_dim"]) is int  # the strict ModelConfig takes it
+    assert run_config(spec, {"beta": 1.0, **point}).model.latent_dim == 16
+
+
 def test_constraint_values_reach_the_optuna_trial() -> None:
     search = ConstrainedOptunaSearch(BOTH)
     search.suggest("a")
