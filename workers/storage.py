@@ -7,7 +7,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,8 +16,8 @@ import ray.cloudpickle as cloudpickle
 
 _PARTIAL_SUFFIX = ".partial"
 _TYPE_NAME = "rdvae-atomic-local"
-# The files Tune restores a sweep from, newest name first, and how each is written: the experiment state is a JSON
-# document (pickled values embedded), the search wrappers' and the Optuna searcher's states are pickles.
+# The files Tune restores a sweep from (the newest name of each kind wins), and how each is written: the
+# experiment state is a JSON document (pickled values embedded), the search wrappers' and the searcher's are pickles.
 _STATE_FILES = {
     "experiment_state-*.json": json.loads,
     "search_gen_state-*.json": cloudpickle.loads,
@@ -29,9 +29,15 @@ class SweepStateError(RuntimeError):
     """A sweep's saved Tune state cannot be read: resuming it would silently start the search over."""
 
 
-def _state_parser(name: str) -> Callable[[bytes], object] | None:
-    """How to read a file of this name if it is one Tune restores a sweep from, else None."""
-    return next((parse for pattern, parse in _STATE_FILES.items() if fnmatch.fnmatch(name, pattern)), None)
+def _parse_error(name: str, data: bytes) -> Exception | None:
+    """Why `data` is not a readable Tune state file called `name` (None when it is, or is no state file)."""
+    parse = next((parse for pattern, parse in _STATE_FILES.items() if fnmatch.fnmatch(name, pattern)), None)
+    try:
+        if parse is not None:
+            parse(data)
+    except Exception as error:  # noqa: BLE001 - truncated, torn, empty, foreign: all mean unreadable
+        return error
+    return None
 
 
 class _AtomicFile(io.RawIOBase):
@@ -64,7 +70,7 @@ class _AtomicFile(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self._handle.close()
-            if self._whole():
+            if _parse_error(self._target.name, self._temporary.read_bytes()) is None:
                 os.replace(self._temporary, self._target)
             else:
                 self._temporary.unlink(missing_ok=True)
@@ -75,16 +81,6 @@ class _AtomicFile(io.RawIOBase):
         if handle is not None and not self.closed:  # never closed: an abandoned write, not a finished one
             handle.close()
             self._temporary.unlink(missing_ok=True)
-
-    def _whole(self) -> bool:
-        parse = _state_parser(self._target.name)
-        if parse is None:
-            return True
-        try:
-            parse(self._temporary.read_bytes())
-        except Exception:  # noqa: BLE001 - truncated, torn, empty: keep the last good state
-            return False
-        return True
 
 
 class _AtomicLocalHandler(pafs.FileSystemHandler):
@@ -184,14 +180,13 @@ def check_restorable(experiment_dir: Path) -> None:
     """
     for leftover in experiment_dir.rglob(f".*{_PARTIAL_SUFFIX}"):
         leftover.unlink(missing_ok=True)
-    for pattern, parse in _STATE_FILES.items():
+    for pattern in _STATE_FILES:
         found = sorted(experiment_dir.glob(pattern))
         if not found:
             continue
         newest = found[-1]
-        try:
-            parse(newest.read_bytes())
-        except Exception as error:  # noqa: BLE001 - any unreadable state: truncated, empty, foreign
+        error = _parse_error(newest.name, newest.read_bytes())
+        if error is not None:
             raise SweepStateError(
                 f"sweep state file {newest} is unreadable ({type(error).__name__}: {error}); refusing to resume "
                 "the sweep from nothing. Finished trials are in MLflow; start a new sweep id to run it again."

@@ -261,7 +261,7 @@ def run_sweep(
             storage_path=str(sweep_dir),
             dataset=dataset,
         )
-        tracker.finish(result, png, dataset.digest)
+        tracker.finish(result, png)
         (sweep_dir / _RESULT_FILE).write_text(result.model_dump_json(indent=2))
         if on_progress is not None:
             on_progress(_final_progress(spec, result))

@@ -252,9 +252,9 @@ class SweepTracker:
             self.client.set_terminated(run_id, status=status)
         return info.model_uri
 
-    def finish(self, result: SweepResult, plot_png: bytes, data_digest: str) -> None:
+    def finish(self, result: SweepResult, plot_png: bytes) -> None:
         """Parent run: selection summary metrics, the RD plane, pareto.json, the trials table; register the
-        recommended model under the spec's name with alias `champion` (`data_digest`: DatasetInfo.digest)."""
+        recommended model under the spec's name with alias `champion`, tagged with the digest of `result.dataset`."""
         selection = result.selection
         summary = _summary_metrics(result.trials, selection)
         self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, 0, 0) for k, v in summary.items()])
@@ -272,10 +272,12 @@ class SweepTracker:
         previous = self.client.get_run(self.parent_run_id).data.tags
         if recommended is not None and recommended.model_uri:
             tags["rdvae.recommended_trial"] = recommended.trial_id
-            # A resumed sweep that recommends the same trial again keeps its registered version.
-            if previous.get("rdvae.recommended_trial") != recommended.trial_id or "rdvae.champion" not in previous:
+            # A resumed sweep that recommends the same trial again keeps its registered version. run_sweep always
+            # sets result.dataset: the registry tags a version with the data it was trained on.
+            again = previous.get("rdvae.recommended_trial") == recommended.trial_id and "rdvae.champion" in previous
+            if not again and result.dataset is not None:
                 tags["rdvae.champion"] = register_champion(
-                    self.client, self.spec, self.sweep_id, recommended, data_digest
+                    self.client, self.spec, self.sweep_id, recommended, result.dataset.digest
                 )
         self.client.log_batch(self.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self._close_orphans({trial.trial_id for trial in result.trials})

@@ -335,7 +335,7 @@ class Runner:
         result = self._read_result(directory)
         if result is not None:
             store.apply_result(sweep, result)
-            if sweep.trained_on()[1]:
+            if store.dataset_changed(sweep.dataset, result.dataset):
                 logger.warning("sweep %s: the driver trained on other data than was checked at submit", sweep.id)
         if sweep.cancel_requested and sweep.error:  # stopped by the runner (start timeout), not by a user
             self._finish(sweep, "failed", error=sweep.error)

@@ -87,9 +87,12 @@ class Sweep(Base):
         checked at submit (None until both are known)."""
         result = self.result
         trained = result.dataset if result is not None else None
-        submitted = self.dataset
-        changed = None if trained is None or submitted is None else trained.digest != submitted.digest
-        return trained, changed
+        return trained, dataset_changed(self.dataset, trained)
+
+
+def dataset_changed(submitted: DatasetInfo | None, trained: DatasetInfo | None) -> bool | None:
+    """The driver trained on other bytes than were checked at submit (None until both are known)."""
+    return None if trained is None or submitted is None else trained.digest != submitted.digest
 
 
 def create_sweep(
