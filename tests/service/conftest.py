@@ -1,4 +1,4 @@
-"""Service fixtures: settings on a tmp state dir (fake driver, two tokens) and a factory of real API processes."""
+"""Service fixtures: settings on a tmp state dir (fake driver, two tokens), DB sessions on it, real API processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from service_helpers import FAKE_DRIVER, TOKEN, TOKEN_B, ApiProcess, reap_drivers
+from sqlalchemy.orm import Session, sessionmaker
 
+from service.queue.db import make_engine, make_session_factory, migrate
 from service.settings import Settings
 
 
@@ -27,6 +29,14 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         max_active_sweeps_per_token=3,
     )
     reap_drivers(tmp_path / "state")
+
+
+@pytest.fixture
+def factory(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on the settings' database, migrated to the current schema (what the API and the runner use)."""
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return make_session_factory(engine)
 
 
 @pytest.fixture

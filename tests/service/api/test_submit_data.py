@@ -15,10 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy import sparse
 from service_helpers import TOKEN
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.app import create_app
 from service.queue import store
-from service.queue.db import make_engine, make_session_factory, session_scope
+from service.queue.db import session_scope
 from service.settings import Settings
 from workers import Selection, SweepResult, SweepSpec
 from workers.datasets import check_sweep_data
@@ -143,12 +144,11 @@ def test_an_accepted_sweep_shows_its_data_sets_lineage(
 
 
 def test_a_file_replaced_after_submit_shows_what_the_driver_trained_on(
-    client: TestClient, files: Path, settings: Settings
+    client: TestClient, files: Path, factory: sessionmaker[Session]
 ) -> None:
     status, body = _submit(client, {"name": "file", "path": "standardised.npy"}, likelihood="gaussian")
     assert status == 202, body
     spec = SweepSpec.model_validate(client.get(body["status_url"]).json()["spec"])
-    factory = make_session_factory(make_engine(settings.resolved_database_url))
 
     def driver_reports() -> dict:  # what the runner stores when the driver's result.json arrives
         result = SweepResult(name="x", trials=[], selection=Selection(), dataset=check_sweep_data(spec, files))

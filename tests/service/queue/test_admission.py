@@ -13,20 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.app import create_app
 from service.queue import admission, store
-from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.queue.db import session_scope
 from service.queue.runner import Runner, submit_sweep
 from service.settings import Settings
 from workers.spec import SweepSpec
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TINY = {"dataset": "digits", "n_trials": 1, "epochs": 1}
-
-
-@pytest.fixture
-def factory(settings: Settings) -> sessionmaker[Session]:
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    return make_session_factory(engine)
 
 
 @pytest.fixture

@@ -11,19 +11,12 @@ from service_helpers import wait_until
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.queue import store
-from service.queue.db import make_engine, make_session_factory, migrate, session_scope
+from service.queue.db import session_scope
 from service.queue.runner import Runner, driver_alive, submit_sweep
 from service.settings import Settings
 from workers.spec import SweepSpec
 
 TINY = {"dataset": "digits", "n_trials": 3, "epochs": 1}
-
-
-@pytest.fixture
-def factory(settings: Settings) -> sessionmaker[Session]:
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    return make_session_factory(engine)
 
 
 def _submit(factory: sessionmaker[Session], settings: Settings, **spec: object) -> str:
